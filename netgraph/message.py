@@ -1,0 +1,222 @@
+"""Control messages: the ``ng_mesg`` header, flag bits, generic commands and their arguments.
+
+A :class:`Message` is FreeBSD's ``struct ng_mesg`` as a value: the header fields plus typed
+arguments. Inside one process messages travel as values; :func:`pack_header` and
+:func:`unpack_header` give the 56-byte binary header of spec section 1.7 (host byte order, as
+FreeBSD lays it out), and the ASCII issue adds the argument layouts.
+
+Every node type declares its commands once, as a ``cmdlist`` of :class:`Cmd` (cookie, number with
+its flag bits, ASCII name, request and reply argument types); message names, the ASCII form and
+ngctl's help all derive from it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Final
+
+import attrs
+
+__all__ = [
+    "GENERIC_COOKIE",
+    "HEADER",
+    "NGF_ORIG",
+    "NGF_RESP",
+    "NGM_HASREPLY",
+    "NGM_READONLY",
+    "NG_VERSION",
+    "Cmd",
+    "ConnectArgs",
+    "HookList",
+    "LinkInfo",
+    "Message",
+    "MkPeerArgs",
+    "NameArgs",
+    "NameList",
+    "NodeInfo",
+    "RmHookArgs",
+    "TypeInfo",
+    "TypeList",
+    "pack_header",
+    "unpack_header",
+]
+
+NG_VERSION: Final = 8
+NGF_ORIG: Final = 0x0000
+NGF_RESP: Final = 0x0001
+NGM_READONLY: Final = 0x10000000
+NGM_HASREPLY: Final = 0x20000000
+RO_HR: Final = NGM_READONLY | NGM_HASREPLY
+
+GENERIC_COOKIE: Final = 1137070366
+FLOW_COOKIE: Final = 851672669
+
+NG_TYPESIZ: Final = 32
+NG_HOOKSIZ: Final = 32
+NG_NODESIZ: Final = 32
+NG_CMDSTRSIZ: Final = 32
+NG_PATHSIZ: Final = 512
+NG_TEXTRESPONSE: Final = 1024
+
+# Generic command numbers, flag bits included (spec section 2).
+NGM_SHUTDOWN: Final = 1
+NGM_MKPEER: Final = 2
+NGM_CONNECT: Final = 3
+NGM_NAME: Final = 4
+NGM_RMHOOK: Final = 5
+NGM_NODEINFO: Final = 6 | RO_HR
+NGM_LISTHOOKS: Final = 7 | RO_HR
+NGM_LISTNAMES: Final = 8 | RO_HR
+NGM_LISTNODES: Final = 9 | RO_HR
+NGM_LISTTYPES: Final = 10 | RO_HR
+NGM_TEXT_STATUS: Final = 11 | RO_HR
+NGM_BINARY2ASCII: Final = 12 | RO_HR
+NGM_ASCII2BINARY: Final = 13 | RO_HR
+NGM_TEXT_CONFIG: Final = 14
+
+# struct ng_mesg header: version, spare, spare2, arglen, cmd, flags, token, typecookie, cmdstr.
+HEADER: Final = struct.Struct("=BBHIIIII32s")
+assert HEADER.size == 56
+
+
+@attrs.frozen
+class Message:
+    """One control message. ``args`` is a typed value (or ``None`` for no arguments)."""
+
+    typecookie: int
+    cmd: int
+    args: Any = None
+    cmdstr: str = ""
+    flags: int = NGF_ORIG
+    token: int = 0
+    version: int = NG_VERSION
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & NGF_RESP)
+
+    @property
+    def readonly(self) -> bool:
+        return bool(self.cmd & NGM_READONLY)
+
+    def response(self, args: Any = None) -> Message:
+        """``NG_MKRESPONSE``: same cookie, cmd, token and cmdstr, NGF_RESP set, new arguments."""
+        return attrs.evolve(self, args=args, flags=self.flags | NGF_RESP, version=NG_VERSION)
+
+
+def pack_header(msg: Message, arglen: int) -> bytes:
+    """The 56-byte ``ng_mesg`` header for ``msg`` followed by ``arglen`` bytes of arguments."""
+    cmdstr = msg.cmdstr.encode()[: NG_CMDSTRSIZ - 1]
+    return HEADER.pack(
+        msg.version, 0, 0, arglen, msg.cmd, msg.flags, msg.token, msg.typecookie, cmdstr
+    )
+
+
+def unpack_header(data: bytes) -> tuple[Message, int]:
+    """Decode a header; returns the message (``args=None``) and its ``arglen``."""
+    version, _spare, _spare2, arglen, cmd, flags, token, cookie, cmdstr = HEADER.unpack_from(data)
+    text = cmdstr.split(b"\0", 1)[0].decode(errors="replace")
+    msg = Message(cookie, cmd, None, text, flags, token, version)
+    return msg, arglen
+
+
+@attrs.frozen
+class Cmd:
+    """One entry of a node type's cmdlist: how a (cookie, cmd) pair is named and typed."""
+
+    cookie: int
+    cmd: int
+    name: str
+    request: Any = None
+    reply: Any = None
+
+
+# Arguments and replies of the generic messages. Field names are the ASCII names of spec
+# section 2 (``hook`` for RMHOOK, ``typename`` for typeinfo, ``linkinfo`` for hooklist).
+
+
+@attrs.frozen
+class MkPeerArgs:
+    type: str
+    ourhook: str
+    peerhook: str
+
+
+@attrs.frozen
+class ConnectArgs:
+    path: str
+    ourhook: str
+    peerhook: str
+
+
+@attrs.frozen
+class NameArgs:
+    name: str
+
+
+@attrs.frozen
+class RmHookArgs:
+    hook: str
+
+
+@attrs.frozen
+class NodeInfo:
+    name: str
+    type: str
+    id: int
+    hooks: int
+
+
+@attrs.frozen
+class LinkInfo:
+    ourhook: str
+    peerhook: str
+    nodeinfo: NodeInfo
+
+
+@attrs.frozen
+class HookList:
+    nodeinfo: NodeInfo
+    linkinfo: tuple[LinkInfo, ...]
+
+
+@attrs.frozen
+class NameList:
+    nodeinfo: tuple[NodeInfo, ...]
+
+    @property
+    def numnames(self) -> int:
+        return len(self.nodeinfo)
+
+
+@attrs.frozen
+class TypeInfo:
+    typename: str
+    numnodes: int
+
+
+@attrs.frozen
+class TypeList:
+    typeinfo: tuple[TypeInfo, ...]
+
+    @property
+    def numtypes(self) -> int:
+        return len(self.typeinfo)
+
+
+GENERIC_CMDLIST: Final[tuple[Cmd, ...]] = (
+    Cmd(GENERIC_COOKIE, NGM_SHUTDOWN, "shutdown"),
+    Cmd(GENERIC_COOKIE, NGM_MKPEER, "mkpeer", MkPeerArgs),
+    Cmd(GENERIC_COOKIE, NGM_CONNECT, "connect", ConnectArgs),
+    Cmd(GENERIC_COOKIE, NGM_NAME, "name", NameArgs),
+    Cmd(GENERIC_COOKIE, NGM_RMHOOK, "rmhook", RmHookArgs),
+    Cmd(GENERIC_COOKIE, NGM_NODEINFO, "nodeinfo", None, NodeInfo),
+    Cmd(GENERIC_COOKIE, NGM_LISTHOOKS, "listhooks", None, HookList),
+    Cmd(GENERIC_COOKIE, NGM_LISTNAMES, "listnames", None, NameList),
+    Cmd(GENERIC_COOKIE, NGM_LISTNODES, "listnodes", None, NameList),
+    Cmd(GENERIC_COOKIE, NGM_LISTTYPES, "listtypes", None, TypeList),
+    Cmd(GENERIC_COOKIE, NGM_TEXT_STATUS, "textstatus", None, str),
+    Cmd(GENERIC_COOKIE, NGM_BINARY2ASCII, "binary2ascii", Message, Message),
+    Cmd(GENERIC_COOKIE, NGM_ASCII2BINARY, "ascii2binary", Message, Message),
+    Cmd(GENERIC_COOKIE, NGM_TEXT_CONFIG, "textconfig", None, str),
+)

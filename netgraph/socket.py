@@ -1,0 +1,305 @@
+"""The socket node and the embedding API (spec 1.14).
+
+A socket node is how code outside the graph takes part in it, as ``ng_socket`` is for FreeBSD's
+user space: it has a name and an ID and hooks of any name; data arriving on its hooks and control
+messages addressed to it (replies and unsolicited ones) wait in bounded inboxes for its owner.
+:class:`Socket` is the owner's handle: ``send_data``/``recv_data`` by hook name,
+``send_msg``/``recv_msg``/``request`` by path (relative to the socket node, so ``.`` is the socket
+node itself), and the generic operations as methods.
+
+A send of a control message returns when the message has been applied at its destination, and
+raises the destination's error (the apply-callback behaviour of spec 1.14); a reply arrives later,
+matched by token in :meth:`Socket.request` or delivered by :meth:`Socket.recv_msg`.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, ClassVar, Final
+
+import trio
+
+from . import delivery
+from .errors import NetgraphError
+from .item import Item
+from .message import (
+    GENERIC_COOKIE,
+    NG_HOOKSIZ,
+    NG_VERSION,
+    NGM_CONNECT,
+    NGM_LISTHOOKS,
+    NGM_LISTNAMES,
+    NGM_LISTNODES,
+    NGM_LISTTYPES,
+    NGM_MKPEER,
+    NGM_NAME,
+    NGM_NODEINFO,
+    NGM_RMHOOK,
+    NGM_SHUTDOWN,
+    ConnectArgs,
+    HookList,
+    Message,
+    MkPeerArgs,
+    NameArgs,
+    NameList,
+    NodeInfo,
+    RmHookArgs,
+    TypeList,
+)
+from .node import Hook, Node
+from .path import format_id
+
+__all__ = ["SOCKET_COOKIE", "Socket", "SocketNode"]
+
+SOCKET_COOKIE: Final = 851601233
+NGM_SOCK_CMD_NOLINGER: Final = 1
+NGM_SOCK_CMD_LINGER: Final = 2
+
+
+class _Waiter:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: Message | None = None
+
+
+class SocketNode(Node):
+    """The user-space edge: lingers without hooks unless told NOLINGER; accepts any hook name."""
+
+    typecookie = SOCKET_COOKIE
+    creatable = False
+    dies_with_last_hook = False
+    recv_limit: ClassVar[int] = 256
+    msg_limit: ClassVar[int] = 256
+
+    def constructor(self) -> None:
+        self.nolinger = False
+        self.data_in: deque[tuple[str, Item]] = deque()
+        self.msgs_in: deque[tuple[str, Message]] = deque()
+        self.waiters: dict[int, _Waiter] = {}
+        self.data_ready = trio.Event()
+        self.data_room = trio.Event()
+        self.msg_ready = trio.Event()
+        self.next_token = 1
+
+    def lingers(self) -> bool:
+        return not self.nolinger
+
+    async def rcvdata(self, hook: Hook, item: Item) -> None:
+        origin = delivery.origin()
+        while len(self.data_in) >= self.recv_limit:
+            if origin is self or not self._valid:
+                # Our own owner is the one sending: waiting would wait for ourselves.
+                self.stats.dropped += 1
+                raise NetgraphError(errno.ENOBUFS, f"receive queue of {self.path} is full")
+            if self.data_room.is_set():
+                self.data_room = trio.Event()
+            await self.data_room.wait()
+        self.data_in.append((hook.name, item))
+        self.data_ready.set()
+
+    def rcvmsg(self, msg: Message, retaddr: int, lasthook: Hook | None) -> Any:
+        if msg.typecookie == SOCKET_COOKIE and not msg.is_response:
+            if msg.cmd == NGM_SOCK_CMD_NOLINGER:
+                self.nolinger = True
+                if not self.hooks:
+                    self.rmnode_self()
+                return None
+            if msg.cmd == NGM_SOCK_CMD_LINGER:
+                self.nolinger = False
+                return None
+            raise NetgraphError(errno.EINVAL, f"unknown socket node message {msg.cmd}")
+        if msg.is_response:
+            waiter = self.waiters.pop(msg.token, None)
+            if waiter is not None:
+                waiter.reply = msg
+                waiter.event.set()
+                return None
+        if len(self.msgs_in) >= self.msg_limit:
+            self.stats.dropped += 1
+            raise NetgraphError(errno.ENOBUFS, f"message queue of {self.path} is full")
+        self.msgs_in.append((format_id(retaddr), msg))
+        self.msg_ready.set()
+        return None
+
+    def shutdown(self) -> None:
+        # Wake every owner task waiting on us; they see the node is gone.
+        self.data_ready.set()
+        self.data_room.set()
+        self.msg_ready.set()
+        for waiter in self.waiters.values():
+            waiter.event.set()
+        self.waiters.clear()
+
+
+class Socket:
+    """The owner's handle on a socket node (libnetgraph's control and data sockets in one)."""
+
+    def __init__(self, node: SocketNode) -> None:
+        self.node = node
+
+    @property
+    def id(self) -> int:
+        return self.node.id
+
+    @property
+    def name(self) -> str | None:
+        return self.node.name
+
+    @property
+    def path(self) -> str:
+        return self.node.path
+
+    def sockname(self) -> str:
+        """``getsockname``: the node's name, or ``[id]`` when it has none (socket/getsockname)."""
+        return self.node.name or format_id(self.node.id)[:-1]
+
+    def _alive(self) -> SocketNode:
+        if not self.node._valid:
+            raise NetgraphError(errno.ENOTCONN, f"socket node {self.node.path} has shut down")
+        return self.node
+
+    # --------------------------------------------------------------------------- messages
+
+    def new_token(self) -> int:
+        node = self.node
+        token = node.next_token
+        node.next_token = token + 1 if token < 0x7FFFFFFF else 1
+        return token
+
+    async def send_msg(self, path: str, msg: Message) -> int:
+        """Send ``msg`` to ``path``; return its token once it has been applied there."""
+        node = self._alive()
+        if msg.version != NG_VERSION:
+            raise NetgraphError(errno.EINVAL, f"message version {msg.version} is not {NG_VERSION}")
+        if msg.token == 0:
+            msg = msg.__class__(
+                msg.typecookie, msg.cmd, msg.args, msg.cmdstr, msg.flags, self.new_token()
+            )
+        target, lasthook = node.graph.resolve(node, path)
+        await delivery.send_message_from_outside(node, target, msg, lasthook, node.id)
+        return msg.token
+
+    async def request(
+        self,
+        path: str,
+        cookie: int,
+        cmd: int,
+        args: Any = None,
+        *,
+        cmdstr: str = "",
+        timeout: float | None = None,
+    ) -> Message:
+        """Send a message and wait for its reply, matched by token (ETIMEDOUT after ``timeout``)."""
+        node = self._alive()
+        token = self.new_token()
+        waiter = _Waiter()
+        node.waiters[token] = waiter
+        try:
+            await self.send_msg(path, Message(cookie, cmd, args, cmdstr or f"cmd{cmd}", 0, token))
+            with trio.move_on_after(timeout if timeout is not None else float("inf")):
+                await waiter.event.wait()
+        finally:
+            node.waiters.pop(token, None)
+        if waiter.reply is None:
+            if not node._valid:
+                raise NetgraphError(errno.ENOTCONN, f"socket node {node.path} shut down")
+            raise NetgraphError(errno.ETIMEDOUT, f"no reply from {path!r} to cmd {cmd}")
+        return waiter.reply
+
+    async def recv_msg(self) -> tuple[str, Message]:
+        """The next message that was not a matched reply, with its sender's ``[id]:`` path."""
+        node = self.node
+        while not node.msgs_in:
+            self._alive()
+            node.msg_ready = trio.Event()
+            await node.msg_ready.wait()
+        return node.msgs_in.popleft()
+
+    # ------------------------------------------------------------------------------- data
+
+    def _hook(self, hook: str | None) -> Hook:
+        node = self._alive()
+        if not hook:
+            if len(node.hooks) == 1:
+                return next(iter(node.hooks.values()))
+            raise NetgraphError(errno.EDESTADDRREQ, "no hook named and not exactly one hook")
+        if len(hook.encode()) >= NG_HOOKSIZ:
+            raise NetgraphError(errno.EINVAL, f"hook name {hook!r} is too long")
+        found = node.hooks.get(hook)
+        if found is None:
+            raise NetgraphError(errno.EHOSTUNREACH, f"no hook {hook!r} on {node.path}")
+        return found
+
+    async def send_data(self, hook: str | None, item: Item) -> None:
+        """Send one item out of ``hook`` and see its chain through (errors raise here)."""
+        await self.node.emit(self._hook(hook), item)
+
+    async def send_batch(self, hook: str | None, items: Sequence[Item]) -> None:
+        """Send several items as one batch."""
+        await self.node.emit_batch(self._hook(hook), items)
+
+    async def recv_data(self) -> tuple[str, Item]:
+        """The next item that arrived on any hook, with the hook's name."""
+        node = self.node
+        while not node.data_in:
+            self._alive()
+            node.data_ready = trio.Event()
+            await node.data_ready.wait()
+        entry = node.data_in.popleft()
+        node.data_room.set()
+        return entry
+
+    def pending_data(self) -> int:
+        return len(self.node.data_in)
+
+    # ------------------------------------------------------------------ generic operations
+
+    async def _generic(self, path: str, cmd: int, name: str, args: Any = None) -> None:
+        await self.send_msg(path, Message(GENERIC_COOKIE, cmd, args, name, 0, 0))
+
+    async def mkpeer(self, path: str, type_name: str, ourhook: str, peerhook: str) -> None:
+        await self._generic(path, NGM_MKPEER, "mkpeer", MkPeerArgs(type_name, ourhook, peerhook))
+
+    async def connect(self, path: str, peerpath: str, ourhook: str, peerhook: str) -> None:
+        """CONNECT sent to ``path``: ``peerpath`` is relative to the node at ``path``."""
+        args = ConnectArgs(peerpath, ourhook, peerhook)
+        await self._generic(path, NGM_CONNECT, "connect", args)
+
+    async def name_node(self, path: str, name: str) -> None:
+        await self._generic(path, NGM_NAME, "name", NameArgs(name))
+
+    async def rmhook(self, path: str, hook: str) -> None:
+        await self._generic(path, NGM_RMHOOK, "rmhook", RmHookArgs(hook))
+
+    async def shutdown(self, path: str) -> None:
+        await self._generic(path, NGM_SHUTDOWN, "shutdown")
+
+    async def nodeinfo(self, path: str = ".") -> NodeInfo:
+        reply = await self.request(path, GENERIC_COOKIE, NGM_NODEINFO, cmdstr="nodeinfo")
+        return reply.args  # type: ignore[no-any-return]
+
+    async def listhooks(self, path: str = ".") -> HookList:
+        reply = await self.request(path, GENERIC_COOKIE, NGM_LISTHOOKS, cmdstr="listhooks")
+        return reply.args  # type: ignore[no-any-return]
+
+    async def listnodes(self) -> NameList:
+        reply = await self.request(".", GENERIC_COOKIE, NGM_LISTNODES, cmdstr="listnodes")
+        return reply.args  # type: ignore[no-any-return]
+
+    async def listnames(self) -> NameList:
+        reply = await self.request(".", GENERIC_COOKIE, NGM_LISTNAMES, cmdstr="listnames")
+        return reply.args  # type: ignore[no-any-return]
+
+    async def listtypes(self) -> TypeList:
+        reply = await self.request(".", GENERIC_COOKIE, NGM_LISTTYPES, cmdstr="listtypes")
+        return reply.args  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        """Shut the socket node down (its hooks go with it)."""
+        node = self.node
+        if node._valid:
+            node.graph.rmnode(node, really=True)

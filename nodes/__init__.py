@@ -1,0 +1,1 @@
+"""Node types, each registered by name in the ``netgraph.node_types`` entry-point group."""

@@ -1,0 +1,105 @@
+"""``tee``: a snooping tap (spec section 6, FreeBSD ng_tee).
+
+right -> left with a copy to right2left; left -> right with a copy to left2right; right2left ->
+left; left2right -> right. With no ``left``, data from ``right`` goes to ``right2left`` (and
+likewise the other way). On shutdown with both ``left`` and ``right`` hooked, the tee takes itself
+out and splices its two peers together.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Final
+
+import attrs
+
+from netgraph import Cmd, Hook, Item, Message, NetgraphError, Node
+
+TEE_COOKIE: Final = 916107047
+NGM_TEE_GET_STATS: Final = 1
+NGM_TEE_CLR_STATS: Final = 2
+NGM_TEE_GETCLR_STATS: Final = 3
+
+HOOKS: Final = ("right", "left", "right2left", "left2right")
+# Where data arriving on a hook goes: (destination, copy), by preference when hooks are missing.
+_ROUTES: Final = {
+    "right": ("left", "right2left"),
+    "left": ("right", "left2right"),
+    "right2left": ("left", None),
+    "left2right": ("right", None),
+}
+
+
+@attrs.define
+class TeeHookStats:
+    inOctets: int = 0
+    inFrames: int = 0
+    outOctets: int = 0
+    outFrames: int = 0
+
+
+@attrs.define
+class TeeStats:
+    right: TeeHookStats = attrs.Factory(TeeHookStats)
+    left: TeeHookStats = attrs.Factory(TeeHookStats)
+    right2left: TeeHookStats = attrs.Factory(TeeHookStats)
+    left2right: TeeHookStats = attrs.Factory(TeeHookStats)
+
+
+class TeeNode(Node):
+    typecookie = TEE_COOKIE
+    cmdlist = (
+        Cmd(TEE_COOKIE, NGM_TEE_GET_STATS, "getstats", None, TeeStats),
+        Cmd(TEE_COOKIE, NGM_TEE_CLR_STATS, "clrstats"),
+        Cmd(TEE_COOKIE, NGM_TEE_GETCLR_STATS, "getclrstats", None, TeeStats),
+    )
+
+    def constructor(self) -> None:
+        self.counters = TeeStats()
+
+    def newhook(self, hook: Hook) -> None:
+        if hook.name not in HOOKS:
+            raise NetgraphError(errno.EINVAL, f"tee has no hook {hook.name!r} (only {HOOKS})")
+        setattr(self.counters, hook.name, TeeHookStats())
+
+    def rcvdata(self, hook: Hook, item: Item) -> None:
+        size = len(item)
+        stats: TeeHookStats = getattr(self.counters, hook.name)
+        stats.inOctets += size
+        stats.inFrames += 1
+        dest_name, copy_name = _ROUTES[hook.name]
+        dest = self.hooks.get(dest_name)
+        copy = self.hooks.get(copy_name) if copy_name else None
+        if dest is None and copy is not None:
+            dest, copy = copy, None
+        if copy is not None:
+            try:
+                self.send(copy, item)
+            except NetgraphError:
+                pass  # a failed copy must not stop the original (as in FreeBSD)
+            else:
+                out: TeeHookStats = getattr(self.counters, copy.name)
+                out.outOctets += size
+                out.outFrames += 1
+        if dest is not None:
+            out = getattr(self.counters, dest.name)
+            out.outOctets += size
+            out.outFrames += 1
+            self.send(dest, item)
+
+    def rcvmsg(self, msg: Message, retaddr: int, lasthook: Hook | None) -> TeeStats | None:
+        if msg.typecookie != TEE_COOKIE or msg.cmd not in (1, 2, 3):
+            return super().rcvmsg(msg, retaddr, lasthook)  # type: ignore[no-any-return]
+        reply = None if msg.cmd == NGM_TEE_CLR_STATS else _copy(self.counters)
+        if msg.cmd != NGM_TEE_GET_STATS:
+            self.counters = TeeStats()
+        return reply
+
+    def close(self) -> None:
+        left, right = self.hooks.get("left"), self.hooks.get("right")
+        if left is not None and right is not None:
+            self.graph.bypass(left, right)
+
+
+def _copy(stats: TeeStats) -> TeeStats:
+    return TeeStats(*(attrs.evolve(getattr(stats, name)) for name in HOOKS))
