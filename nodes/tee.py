@@ -9,7 +9,8 @@ out and splices its two peers together.
 from __future__ import annotations
 
 import errno
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 import attrs
 
@@ -63,10 +64,16 @@ class TeeNode(Node):
         setattr(self.counters, hook.name, TeeHookStats())
 
     def rcvdata(self, hook: Hook, item: Item) -> None:
-        size = len(item)
+        self._forward(hook, item, len(item), 1, False)
+
+    def rcvbatch(self, hook: Hook, items: Sequence[Item]) -> None:
+        self._forward(hook, items, sum(map(len, items)), len(items), True)
+
+    def _forward(self, hook: Hook, payload: Any, size: int, frames: int, batch: bool) -> None:
+        send = self.send_batch if batch else self.send
         stats: TeeHookStats = getattr(self.counters, hook.name)
         stats.inOctets += size
-        stats.inFrames += 1
+        stats.inFrames += frames
         dest_name, copy_name = _ROUTES[hook.name]
         dest = self.hooks.get(dest_name)
         copy = self.hooks.get(copy_name) if copy_name else None
@@ -74,18 +81,18 @@ class TeeNode(Node):
             dest, copy = copy, None
         if copy is not None:
             try:
-                self.send(copy, item)
+                send(copy, payload)
             except NetgraphError:
                 pass  # a failed copy must not stop the original (as in FreeBSD)
             else:
                 out: TeeHookStats = getattr(self.counters, copy.name)
                 out.outOctets += size
-                out.outFrames += 1
+                out.outFrames += frames
         if dest is not None:
             out = getattr(self.counters, dest.name)
             out.outOctets += size
-            out.outFrames += 1
-            self.send(dest, item)
+            out.outFrames += frames
+            send(dest, payload)
 
     def rcvmsg(self, msg: Message, retaddr: int, lasthook: Hook | None) -> TeeStats | None:
         if msg.typecookie != TEE_COOKIE or msg.cmd not in (1, 2, 3):

@@ -1,0 +1,94 @@
+"""Shared fixtures: a running graph and a socket node in it, and small node types for tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+import trio
+
+import netgraph
+from netgraph import Hook, Item, Message, Node, TypeRegistry
+
+
+class Recorder(Node):
+    """Records what happens to it, in order, in ``self.events``; forwards ``in`` to ``out``."""
+
+    def constructor(self) -> None:
+        self.events: list[tuple[Any, ...]] = [("constructor",)]
+        self.received: list[tuple[str, Item]] = []
+        self.veto: set[str] = set()
+
+    def newhook(self, hook: Hook) -> None:
+        if hook.name in self.veto:
+            raise netgraph.NetgraphError(22, f"vetoed {hook.name}")
+        self.events.append(("newhook", hook.name))
+
+    def connect(self, hook: Hook) -> None:
+        self.events.append(("connect", hook.name))
+
+    def rcvdata(self, hook: Hook, item: Item) -> None:
+        self.received.append((hook.name, item))
+        out = self.hooks.get("out")
+        if hook.name == "in" and out is not None:
+            self.send(out, item)
+
+    def rcvbatch(self, hook: Hook, items: Sequence[Item]) -> None:
+        self.events.append(("rcvbatch", hook.name, len(items)))
+        for item in items:
+            self.rcvdata(hook, item)
+
+    def rcvmsg(self, msg: Message, retaddr: int, lasthook: Hook | None) -> Any:
+        self.events.append(("rcvmsg", msg.cmd, lasthook.name if lasthook else None))
+        return msg.args
+
+    def disconnect(self, hook: Hook) -> None:
+        self.events.append(("disconnect", hook.name))
+
+    def close(self) -> None:
+        self.events.append(("close", sorted(self.hooks)))
+
+    def shutdown(self) -> None:
+        self.events.append(("shutdown", sorted(self.hooks)))
+
+
+class Gate(Node):
+    """An I/O-like node: ``rcvdata`` waits until ``self.open`` is set, then records the item."""
+
+    dies_with_last_hook = False
+
+    def constructor(self) -> None:
+        self.open = trio.Event()
+        self.entered = trio.Event()
+        self.received: list[Item] = []
+        self.messages: list[int] = []
+
+    async def rcvdata(self, hook: Hook, item: Item) -> None:
+        self.entered.set()
+        await self.open.wait()
+        self.received.append(item)
+        out = self.hooks.get("out")
+        if out is not None:
+            await self.emit(out, item)
+
+    def rcvmsg(self, msg: Message, retaddr: int, lasthook: Hook | None) -> None:
+        self.messages.append(msg.cmd)
+
+
+def make_types() -> TypeRegistry:
+    types = TypeRegistry()
+    types.register("test_recorder", Recorder)
+    types.register("test_gate", Gate)
+    return types
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[netgraph.Graph]:
+    async with netgraph.open_graph(types=make_types()) as g:
+        yield g
+
+
+@pytest.fixture
+def sock(graph: netgraph.Graph) -> netgraph.Socket:
+    return graph.socket("sock")
