@@ -15,6 +15,8 @@ hop; batched <= 10 ns per item per hop.
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -23,7 +25,6 @@ import trio
 
 from netgraph import Hook, Item, Node, TypeRegistry, open_graph
 
-import os
 HOPS = int(os.environ.get("HOPS", "10"))
 BATCH = 64
 
@@ -79,7 +80,7 @@ async def main(rounds: int, sends: int) -> None:
         source = graph.make_node("bench_forward")
         nodes = [graph.make_node("bench_forward") for _ in range(HOPS)]
         graph.connect(source, nodes[0].path, "out", "in")
-        for a, b in zip(nodes, nodes[1:], strict=False):
+        for a, b in itertools.pairwise(nodes):
             graph.connect(a, b.path, "out", "in")
         hook = source.hooks["out"]
         item = b"x" * 64

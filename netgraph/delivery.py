@@ -62,7 +62,7 @@ import contextvars
 import errno
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -372,6 +372,7 @@ async def run_queue(node: Node) -> None:
                 await node._idle.wait()
                 continue
             queue.popleft()
+            node._update_blocked()
             if node._space is not None:
                 node._space.set()
                 node._space = None
@@ -383,8 +384,8 @@ async def run_queue(node: Node) -> None:
 
 
 async def run_entry(node: Node, entry: tuple[int, Any, Any, Any]) -> None:
-    kind, a, b, c = entry
-    if kind == DATA or kind == BATCH:
+    kind, a, b, _ = entry
+    if kind in (DATA, BATCH):
         peer: Hook = a
         if peer.peer is None or peer.node is not node:
             node.stats.dropped += 1
@@ -516,4 +517,3 @@ def call_later(node: Node, fn: Callable[[], None]) -> None:
     node._queue.append((CALL, fn, None, None))
     node._update_blocked()
     node._kick()
-

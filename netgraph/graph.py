@@ -366,9 +366,7 @@ class Graph:
             return
         delivery.enqueue_nowait(target, (delivery.MSG, reply, (None, sender.id, None), None))
 
-    def _apply_message(
-        self, node: Node, msg: Message, retaddr: int, lasthook: Hook | None
-    ) -> Any:
+    def _apply_message(self, node: Node, msg: Message, retaddr: int, lasthook: Hook | None) -> Any:
         """Run one message at ``node``: the generic ones here, the rest in the node's rcvmsg."""
         if (
             msg.typecookie == GENERIC_COOKIE
@@ -379,7 +377,7 @@ class Graph:
         return node.rcvmsg(msg, retaddr, lasthook)
 
     def _generic(self, node: Node, msg: Message) -> Any:
-        cmd, args = msg.cmd, msg.args
+        cmd = msg.cmd
         if cmd == NGM_SHUTDOWN:
             self.rmnode(node)
             return None

@@ -97,8 +97,6 @@ def parse(text: str) -> Address:
         path = path[1:]
     if path.endswith("."):
         path = path[:-1]
-    if node is None and path == "" and text in (".", ""):
-        node = "."
     hooks = tuple(path.split(".")) if path else ()
     if any(not h for h in hooks):
         raise NetgraphError(errno.EINVAL, f"path {text!r} has an empty hook name")

@@ -70,9 +70,8 @@ def _check_type_name(name: str) -> None:
 
 def _adopt(name: str, cls: type[Node]) -> type[Node]:
     """Give ``cls`` its registered name (the registration is where a type's name is declared)."""
-    if cls.type_name and cls.type_name != name:
-        raise NetgraphError(
-            errno.EINVAL, f"class {cls.__name__} is type {cls.type_name!r}, not {name!r}"
-        )
+    own = cls.__dict__.get("type_name")
+    if own and own != name:
+        raise NetgraphError(errno.EINVAL, f"class {cls.__name__} is type {own!r}, not {name!r}")
     cls.type_name = name
     return cls

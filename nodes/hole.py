@@ -45,7 +45,7 @@ class HoleNode(Node):
 
     def rcvmsg(self, msg: Message, retaddr: int, lasthook: Hook | None) -> HoleHookStats | None:
         if msg.typecookie != HOLE_COOKIE or msg.cmd not in (1, 2, 3):
-            return super().rcvmsg(msg, retaddr, lasthook)
+            return super().rcvmsg(msg, retaddr, lasthook)  # type: ignore[no-any-return]
         if not isinstance(msg.args, str):
             raise NetgraphError(errno.EINVAL, f"{msg.cmdstr}: the argument is a hook name")
         hook = self.hooks.get(msg.args)

@@ -9,6 +9,7 @@ NOTIFY failure algorithm, flow-control LINK_IS_UP / LINK_IS_DOWN messages change
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterable
 from typing import Final
 
 import attrs
@@ -34,8 +35,8 @@ NGM_LINK_IS_UP: Final = 32
 NGM_LINK_IS_DOWN: Final = 33
 
 
-def _links(value: object) -> tuple[int, ...]:
-    links = tuple(value)  # type: ignore[call-overload]
+def _links(value: Iterable[int]) -> tuple[int, ...]:
+    links = tuple(value)
     if len(links) != MAX_LINKS:
         raise NetgraphError(errno.EINVAL, f"enabledLinks has {len(links)} entries, not 64")
     return links
@@ -90,6 +91,10 @@ class One2ManyNode(Node):
         if num != ONE_LINKNUM:
             self.enabled[num] = True  # links are enabled as they are made (as FreeBSD does)
 
+    def disconnect(self, hook: Hook) -> None:
+        if hook.private != ONE_LINKNUM:
+            self.enabled[hook.private] = False
+
     def active_links(self) -> list[Hook]:
         hooks = self.hooks
         return [
@@ -114,9 +119,9 @@ class One2ManyNode(Node):
             elif self.xmit_alg == XMIT_FAILOVER:
                 outs = links[:1]
             else:
-                self.next_rr %= len(links)
-                outs = [links[self.next_rr]]
-                self.next_rr += 1
+                turn = self.next_rr % len(links)
+                outs = [links[turn]]
+                self.next_rr = (turn + 1) % len(links)
         if not outs:
             self.stats.dropped += 1
             raise NetgraphError(errno.ENOTCONN, f"{self.path} has no link to send on")

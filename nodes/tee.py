@@ -1,9 +1,10 @@
 """``tee``: a snooping tap (spec section 6, FreeBSD ng_tee).
 
-right -> left with a copy to right2left; left -> right with a copy to left2right; right2left ->
-left; left2right -> right. With no ``left``, data from ``right`` goes to ``right2left`` (and
-likewise the other way). On shutdown with both ``left`` and ``right`` hooked, the tee takes itself
-out and splices its two peers together.
+right -> left with a copy to right2left; left -> right with a copy to left2right. Data arriving on
+right2left goes out right, and on left2right out left, as FreeBSD's ng_tee.c and ng_tee(4) do
+(the spec's table has these two the other way round). With no ``left``, data from ``right`` goes
+to ``right2left`` (and likewise the other way). On shutdown with both ``left`` and ``right``
+hooked, the tee takes itself out and splices its two peers together.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ HOOKS: Final = ("right", "left", "right2left", "left2right")
 _ROUTES: Final = {
     "right": ("left", "right2left"),
     "left": ("right", "left2right"),
-    "right2left": ("left", None),
-    "left2right": ("right", None),
+    "right2left": ("right", None),
+    "left2right": ("left", None),
 }
 
 
