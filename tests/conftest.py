@@ -54,7 +54,10 @@ class Recorder(Node):
 
 
 class Gate(Node):
-    """An I/O-like node: ``rcvdata`` waits until ``self.open`` is set, then records the item."""
+    """An I/O-like node: ``rcvdata`` waits until ``self.open`` is set, then records the item.
+
+    ``log`` has every item and message in the order the node handled them.
+    """
 
     dies_with_last_hook = False
 
@@ -62,18 +65,20 @@ class Gate(Node):
         self.open = trio.Event()
         self.entered = trio.Event()
         self.received: list[Item] = []
-        self.messages: list[int] = []
+        self.log: list[tuple[str, Any]] = []
 
     async def rcvdata(self, hook: Hook, item: Item) -> None:
+        self.log.append(("enter", item))
         self.entered.set()
         await self.open.wait()
         self.received.append(item)
+        self.log.append(("data", item))
         out = self.hooks.get("out")
         if out is not None:
             await self.emit(out, item)
 
     def rcvmsg(self, msg: Message, retaddr: int, lasthook: Hook | None) -> None:
-        self.messages.append(msg.cmd)
+        self.log.append(("msg", msg.cmd))
 
 
 def make_types() -> TypeRegistry:
