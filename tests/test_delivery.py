@@ -131,7 +131,7 @@ async def test_full_queue_holds_async_senders(graph: netgraph.Graph) -> None:
         assert len(sent) == 1
         gate.open.set()
     await trio.testing.wait_all_tasks_blocked()
-    assert sorted(gate.received) == [b"0", b"1", b"2", b"3"]
+    assert sorted(map(bytes, gate.received)) == [b"0", b"1", b"2", b"3"]
     assert sorted(sent) == [0, 1, 2, 3]
 
 
