@@ -19,6 +19,7 @@ class Recorder(Node):
         self.events: list[tuple[Any, ...]] = [("constructor",)]
         self.received: list[tuple[str, Item]] = []
         self.veto: set[str] = set()
+        self.veto_connect: set[str] = set()
 
     def newhook(self, hook: Hook) -> None:
         if hook.name in self.veto:
@@ -26,6 +27,8 @@ class Recorder(Node):
         self.events.append(("newhook", hook.name))
 
     def connect(self, hook: Hook) -> None:
+        if hook.name in self.veto_connect:
+            raise netgraph.NetgraphError(22, f"vetoed connecting {hook.name}")
         self.events.append(("connect", hook.name))
 
     def rcvdata(self, hook: Hook, item: Item) -> None:

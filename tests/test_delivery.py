@@ -428,6 +428,22 @@ async def test_closing_the_graph_ends_every_node_and_task() -> None:
     assert graph.nodes == {}
 
 
+async def test_graph_start_runs_a_service_with_task_status() -> None:
+    async def service(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started("ready")
+        await trio.sleep_forever()
+
+    async with netgraph.open_graph() as graph:
+        assert await graph.start(service) == "ready"
+    # leaving the block ended the service (else this test would never finish)
+
+
+async def test_an_error_in_the_block_comes_out_as_itself() -> None:
+    with pytest.raises(KeyError):
+        async with netgraph.open_graph():
+            raise KeyError("mine")
+
+
 async def test_shutting_a_node_down_ends_its_tasks(graph: netgraph.Graph) -> None:
     graph.types.register("test_worker", Worker)
     Worker.ended = []

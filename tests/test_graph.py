@@ -116,6 +116,27 @@ async def test_newhook_veto_undoes_connect(graph: netgraph.Graph, sock: netgraph
     assert set(rec.hooks) == {"in"}
 
 
+async def test_connect_veto_removes_both_hooks(
+    graph: netgraph.Graph, sock: netgraph.Socket
+) -> None:
+    await sock.mkpeer(".", "test_recorder", "r", "in")
+    rec = graph.resolve(sock.node, "r")[0]
+    assert isinstance(rec, Recorder)
+    rec.veto_connect.add("late")
+    with pytest.raises(NetgraphError) as info:
+        await sock.connect(".", "r", "mine", "late")
+    assert errno_of(info) == errno.EINVAL
+    assert "mine" not in sock.node.hooks
+    assert set(rec.hooks) == {"in"}
+    # mkpeer: the new node goes too
+    before = set(graph.nodes)
+    rec.veto_connect.add("out")
+    with pytest.raises(NetgraphError):
+        graph.mkpeer(rec, "hole", "out", "in")
+    assert set(graph.nodes) == before
+    assert set(rec.hooks) == {"in"}
+
+
 async def test_mkpeer_order_of_callbacks(graph: netgraph.Graph) -> None:
     a = graph.make_node("test_recorder")
     b = graph.mkpeer(a, "test_recorder", "out", "in")
@@ -293,6 +314,29 @@ async def test_listnodes_listnames_listtypes(graph: netgraph.Graph, sock: netgra
 
 
 # ---------------------------------------------------------------------------------- messages
+
+
+def test_generic_commands_have_freebsds_numbers() -> None:
+    from netgraph.message import GENERIC_CMDLIST
+
+    table = {c.name: c.cmd for c in GENERIC_CMDLIST}
+    assert GENERIC_COOKIE == 1137070366
+    assert table == {
+        "shutdown": 1,
+        "mkpeer": 2,
+        "connect": 3,
+        "name": 4,
+        "rmhook": 5,
+        "nodeinfo": 805306374,
+        "listhooks": 805306375,
+        "listnames": 805306376,
+        "listnodes": 805306377,
+        "listtypes": 805306378,
+        "textstatus": 805306379,
+        "binary2ascii": 805306380,
+        "ascii2binary": 805306381,
+        "textconfig": 14,
+    }
 
 
 def test_header_is_freebsds_56_bytes() -> None:
