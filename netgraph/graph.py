@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from . import delivery
+from . import ascii, delivery
 from .errors import NetgraphError
 from .message import (
     GENERIC_COOKIE,
@@ -405,19 +405,16 @@ class Graph:
             )
             return HookList(self.nodeinfo(node), links)
         if cmd == NGM_LISTNAMES:
-            return NameList(tuple(self.nodeinfo(n) for n in self.nodes.values() if n.name))
+            return NameList.of(tuple(self.nodeinfo(n) for n in self.nodes.values() if n.name))
         if cmd == NGM_LISTNODES:
-            return NameList(tuple(self.nodeinfo(n) for n in self.nodes.values() if n._valid))
+            return NameList.of(tuple(self.nodeinfo(n) for n in self.nodes.values() if n._valid))
         if cmd == NGM_LISTTYPES:
             counts: dict[str, int] = dict.fromkeys(self.types.names(), 0)
             for n in self.nodes.values():
                 counts[n.type_name] = counts.get(n.type_name, 0) + 1
-            return TypeList(tuple(TypeInfo(name, count) for name, count in counts.items()))
+            return TypeList.of(tuple(TypeInfo(name, count) for name, count in counts.items()))
         if cmd in (NGM_BINARY2ASCII, NGM_ASCII2BINARY):
-            convert = getattr(self, "_ascii_convert", None)
-            if convert is None:
-                raise NetgraphError(errno.ENOSYS, "ASCII conversion is not available")
-            return convert(node, msg)
+            return ascii.convert_message(node, msg)
         raise NetgraphError(errno.EINVAL, f"unknown generic message cmd {cmd}")
 
     @staticmethod

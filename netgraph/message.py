@@ -13,9 +13,30 @@ ngctl's help all derive from it.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
+
+from .parse import (
+    CMDBUF,
+    HINT32,
+    HOOKBUF,
+    NODEBUF,
+    PATHBUF,
+    STRING,
+    TYPEBUF,
+    UINT8,
+    UINT16,
+    UINT32,
+    Array,
+    ByteArray,
+    Fields,
+    Node,
+    ParseType,
+    Struct,
+    field,
+)
 
 __all__ = [
     "GENERIC_COOKIE",
@@ -30,6 +51,7 @@ __all__ = [
     "HookList",
     "LinkInfo",
     "Message",
+    "MessageType",
     "MkPeerArgs",
     "NameArgs",
     "NameList",
@@ -122,101 +144,182 @@ def unpack_header(data: bytes) -> tuple[Message, int]:
 
 @attrs.frozen
 class Cmd:
-    """One entry of a node type's cmdlist: how a (cookie, cmd) pair is named and typed."""
+    """One entry of a node type's cmdlist: how a (cookie, cmd) pair is named and typed.
+
+    ``request`` and ``reply`` are parse types (:mod:`netgraph.parse`), or None for no arguments.
+    """
 
     cookie: int
     cmd: int
     name: str
-    request: Any = None
-    reply: Any = None
+    request: ParseType | None = None
+    reply: ParseType | None = None
+    # What ngctl's help says about it (optional).
+    summary: str = ""
 
 
 # Arguments and replies of the generic messages. Field names are the ASCII names of spec
-# section 2 (``hook`` for RMHOOK, ``typename`` for typeinfo, ``linkinfo`` for hooklist).
+# section 2 (``hook`` for RMHOOK, ``typename`` for typeinfo, ``linkinfo`` for hooklist); each
+# field declares its parse type, which fixes the ASCII and the binary form.
 
 
 @attrs.frozen
 class MkPeerArgs:
-    type: str
-    ourhook: str
-    peerhook: str
+    type: str = field(TYPEBUF)
+    ourhook: str = field(HOOKBUF)
+    peerhook: str = field(HOOKBUF)
 
 
 @attrs.frozen
 class ConnectArgs:
-    path: str
-    ourhook: str
-    peerhook: str
+    path: str = field(PATHBUF)
+    ourhook: str = field(HOOKBUF)
+    peerhook: str = field(HOOKBUF)
 
 
 @attrs.frozen
 class NameArgs:
-    name: str
+    name: str = field(NODEBUF)
 
 
 @attrs.frozen
 class RmHookArgs:
-    hook: str
+    hook: str = field(HOOKBUF)
 
 
 @attrs.frozen
 class NodeInfo:
-    name: str
-    type: str
-    id: int
-    hooks: int
+    name: str = field(NODEBUF)
+    type: str = field(TYPEBUF)
+    id: int = field(HINT32)
+    hooks: int = field(UINT32)
 
 
 @attrs.frozen
 class LinkInfo:
-    ourhook: str
-    peerhook: str
-    nodeinfo: NodeInfo
+    ourhook: str = field(HOOKBUF)
+    peerhook: str = field(HOOKBUF)
+    nodeinfo: NodeInfo = field(Struct(NodeInfo))
 
 
 @attrs.frozen
 class HookList:
-    nodeinfo: NodeInfo
-    linkinfo: tuple[LinkInfo, ...]
+    nodeinfo: NodeInfo = field(Struct(NodeInfo))
+    linkinfo: tuple[LinkInfo, ...] = field(
+        Array(Struct(LinkInfo), lambda fields: fields["nodeinfo"].hooks)
+    )
 
 
 @attrs.frozen
 class NameList:
-    nodeinfo: tuple[NodeInfo, ...]
+    numnames: int = field(UINT32)
+    nodeinfo: tuple[NodeInfo, ...] = field(
+        Array(Struct(NodeInfo), lambda fields: fields["numnames"])
+    )
 
-    @property
-    def numnames(self) -> int:
-        return len(self.nodeinfo)
+    @classmethod
+    def of(cls, infos: tuple[NodeInfo, ...]) -> NameList:
+        return cls(len(infos), infos)
 
 
 @attrs.frozen
 class TypeInfo:
-    typename: str
-    numnodes: int
+    typename: str = field(TYPEBUF)
+    numnodes: int = field(UINT32)
 
 
 @attrs.frozen
 class TypeList:
-    typeinfo: tuple[TypeInfo, ...]
+    numtypes: int = field(UINT32)
+    typeinfo: tuple[TypeInfo, ...] = field(
+        Array(Struct(TypeInfo), lambda fields: fields["numtypes"])
+    )
 
-    @property
-    def numtypes(self) -> int:
-        return len(self.typeinfo)
+    @classmethod
+    def of(cls, infos: tuple[TypeInfo, ...]) -> TypeList:
+        return cls(len(infos), infos)
 
+
+class MessageType(ParseType):
+    """``ng_mesg`` as a value (spec 2): the header fields and the arguments as raw bytes.
+
+    Its ASCII form is a struct; its binary form is FreeBSD's header followed by the arguments.
+    The value is a :class:`Message` whose ``args`` are ``bytes``.
+    """
+
+    type_name = "ng_mesg"
+    align = 4
+
+    def __init__(self) -> None:
+        self.struct = Struct(
+            [
+                ("version", UINT8),
+                ("spare", UINT8),
+                ("spare2", UINT16),
+                ("arglen", UINT32),
+                ("cmd", UINT32),
+                ("flags", HINT32),
+                ("token", UINT32),
+                ("typecookie", UINT32),
+                ("cmdstr", CMDBUF),
+                ("data", ByteArray(lambda fields: fields["arglen"])),
+            ]
+        )
+
+    def _fields(self, msg: Message) -> dict[str, Any]:
+        data = msg.args if isinstance(msg.args, bytes) else b""
+        return {
+            "version": msg.version,
+            "spare": 0,
+            "spare2": 0,
+            "arglen": len(data),
+            "cmd": msg.cmd,
+            "flags": msg.flags,
+            "token": msg.token,
+            "typecookie": msg.typecookie,
+            "cmdstr": msg.cmdstr,
+            "data": data,
+        }
+
+    @staticmethod
+    def _message(f: Mapping[str, Any]) -> Message:
+        return Message(
+            f["typecookie"], f["cmd"], f["data"], f["cmdstr"], f["flags"], f["token"], f["version"]
+        )
+
+    def default(self) -> Message:
+        return self._message(self.struct.default())
+
+    def convert(self, node: Node, fields: Fields) -> Message:
+        return self._message(self.struct.convert(node, fields))
+
+    def unparse(self, value: Message) -> str:
+        return self.struct.unparse(self._fields(value))
+
+    def pack(self, value: Message, out: bytearray, fields: Fields) -> None:
+        self.struct.pack(self._fields(value), out, fields)
+
+    def unpack(self, data: bytes, pos: int, end: int, fields: Fields) -> tuple[Message, int]:
+        f, pos = self.struct.unpack(data, pos, end, fields)
+        return self._message(f), pos
+
+
+NG_MESG: Final = MessageType()
 
 GENERIC_CMDLIST: Final[tuple[Cmd, ...]] = (
     Cmd(GENERIC_COOKIE, NGM_SHUTDOWN, "shutdown"),
-    Cmd(GENERIC_COOKIE, NGM_MKPEER, "mkpeer", MkPeerArgs),
-    Cmd(GENERIC_COOKIE, NGM_CONNECT, "connect", ConnectArgs),
-    Cmd(GENERIC_COOKIE, NGM_NAME, "name", NameArgs),
-    Cmd(GENERIC_COOKIE, NGM_RMHOOK, "rmhook", RmHookArgs),
-    Cmd(GENERIC_COOKIE, NGM_NODEINFO, "nodeinfo", None, NodeInfo),
-    Cmd(GENERIC_COOKIE, NGM_LISTHOOKS, "listhooks", None, HookList),
-    Cmd(GENERIC_COOKIE, NGM_LISTNAMES, "listnames", None, NameList),
-    Cmd(GENERIC_COOKIE, NGM_LISTNODES, "listnodes", None, NameList),
-    Cmd(GENERIC_COOKIE, NGM_LISTTYPES, "listtypes", None, TypeList),
-    Cmd(GENERIC_COOKIE, NGM_TEXT_STATUS, "textstatus", None, str),
-    Cmd(GENERIC_COOKIE, NGM_BINARY2ASCII, "binary2ascii", Message, Message),
-    Cmd(GENERIC_COOKIE, NGM_ASCII2BINARY, "ascii2binary", Message, Message),
-    Cmd(GENERIC_COOKIE, NGM_TEXT_CONFIG, "textconfig", None, str),
+    Cmd(GENERIC_COOKIE, NGM_MKPEER, "mkpeer", Struct(MkPeerArgs)),
+    Cmd(GENERIC_COOKIE, NGM_CONNECT, "connect", Struct(ConnectArgs)),
+    Cmd(GENERIC_COOKIE, NGM_NAME, "name", Struct(NameArgs)),
+    Cmd(GENERIC_COOKIE, NGM_RMHOOK, "rmhook", Struct(RmHookArgs)),
+    Cmd(GENERIC_COOKIE, NGM_NODEINFO, "nodeinfo", None, Struct(NodeInfo)),
+    Cmd(GENERIC_COOKIE, NGM_LISTHOOKS, "listhooks", None, Struct(HookList)),
+    Cmd(GENERIC_COOKIE, NGM_LISTNAMES, "listnames", None, Struct(NameList)),
+    Cmd(GENERIC_COOKIE, NGM_LISTNODES, "listnodes", None, Struct(NameList)),
+    Cmd(GENERIC_COOKIE, NGM_LISTTYPES, "listtypes", None, Struct(TypeList)),
+    Cmd(GENERIC_COOKIE, NGM_TEXT_STATUS, "textstatus", None, STRING),
+    Cmd(GENERIC_COOKIE, NGM_BINARY2ASCII, "binary2ascii", NG_MESG, NG_MESG),
+    Cmd(GENERIC_COOKIE, NGM_ASCII2BINARY, "ascii2binary", NG_MESG, NG_MESG),
+    # FreeBSD: no ASCII request type, a string reply.
+    Cmd(GENERIC_COOKIE, NGM_TEXT_CONFIG, "textconfig", None, STRING),
 )

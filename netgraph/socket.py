@@ -19,15 +19,18 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final
 
+import attrs
 import trio
 
-from . import delivery
+from . import ascii, delivery
 from .errors import NetgraphError
 from .item import Item
 from .message import (
     GENERIC_COOKIE,
     NG_HOOKSIZ,
     NG_VERSION,
+    NGM_ASCII2BINARY,
+    NGM_BINARY2ASCII,
     NGM_CONNECT,
     NGM_LISTHOOKS,
     NGM_LISTNAMES,
@@ -208,6 +211,50 @@ class Socket:
         if waiter.reply is None:
             raise NetgraphError(errno.ENOTCONN, f"socket node {node.path} shut down")
         return waiter.reply
+
+    async def send_ascii(self, path: str, line: str) -> int:
+        """libnetgraph's ``NgSendAsciiMsg``: ``line`` is ``command args...``; the node at
+        ``path`` converts it (ASCII2BINARY), then it is sent; returns the token.
+
+        A :class:`netgraph.ascii.ParseError` for bad text points into ``line``.
+        """
+        return await self.send_msg(path, await self.to_binary(path, line))
+
+    async def request_ascii(self, path: str, line: str) -> tuple[Message, str]:
+        """Send ``line`` as :meth:`send_ascii` does and wait for the reply; returns the reply and
+        its arguments as text (converted by the replying node, as NgRecvAsciiMsg does)."""
+        msg = await self.to_binary(path, line)
+        reply = await self.request(path, msg.typecookie, msg.cmd, msg.args, cmdstr=msg.cmdstr)
+        return reply, await self.to_ascii(path, reply)
+
+    async def to_binary(self, path: str, line: str) -> Message:
+        """``command args...`` as a message, converted by the node at ``path`` (ASCII2BINARY)."""
+        name, args, offset = ascii.split_command(line)
+        if not name:
+            raise ascii.ParseError(errno.EINVAL, "a command name is required", line, 0)
+        try:
+            reply = await self.request(
+                path, GENERIC_COOKIE, NGM_ASCII2BINARY, Message(0, 0, args, name),
+                cmdstr="ascii2binary",
+            )  # fmt: skip
+        except ascii.ParseError as err:
+            raise err.shifted(line[:offset]) from None
+        converted: Message = reply.args
+        return attrs.evolve(converted, token=0)
+
+    async def to_ascii(self, path: str, msg: Message) -> str:
+        """The arguments of ``msg`` as text, converted by the node at ``path`` (BINARY2ASCII)."""
+        reply = await self.request(
+            path, GENERIC_COOKIE, NGM_BINARY2ASCII, msg, cmdstr="binary2ascii"
+        )
+        text: str = reply.args.args
+        return text
+
+    async def recv_ascii(self) -> tuple[str, Message, str]:
+        """libnetgraph's ``NgRecvAsciiMsg``: the next message, its sender's path, and its
+        arguments as text, converted by the sender (BINARY2ASCII)."""
+        path, msg = await self.recv_msg()
+        return path, msg, await self.to_ascii(path, msg)
 
     async def recv_msg(self) -> tuple[str, Message]:
         """The next message that was not a matched reply, with its sender's ``[id]:`` path."""

@@ -9,6 +9,7 @@ from typing import Final
 import attrs
 
 from netgraph import Cmd, Hook, Item, Message, NetgraphError, Node
+from netgraph.parse import HOOKBUF, UINT64, Struct, field
 
 HOLE_COOKIE: Final = 915433206
 NGM_HOLE_GET_STATS: Final = 1
@@ -18,16 +19,30 @@ NGM_HOLE_GETCLR_STATS: Final = 3
 
 @attrs.define
 class HoleHookStats:
-    frames: int = 0
-    octets: int = 0
+    frames: int = field(UINT64)
+    octets: int = field(UINT64)
 
 
 class HoleNode(Node):
     typecookie = HOLE_COOKIE
     cmdlist = (
-        Cmd(HOLE_COOKIE, NGM_HOLE_GET_STATS, "getstats", str, HoleHookStats),
-        Cmd(HOLE_COOKIE, NGM_HOLE_CLR_STATS, "clrstats", str, None),
-        Cmd(HOLE_COOKIE, NGM_HOLE_GETCLR_STATS, "getclrstats", str, HoleHookStats),
+        Cmd(
+            HOLE_COOKIE,
+            NGM_HOLE_GET_STATS,
+            "getstats",
+            HOOKBUF,
+            Struct(HoleHookStats),
+            "Get a hook's frame and octet counts",
+        ),
+        Cmd(HOLE_COOKIE, NGM_HOLE_CLR_STATS, "clrstats", HOOKBUF, None, "Clear a hook's counts"),
+        Cmd(
+            HOLE_COOKIE,
+            NGM_HOLE_GETCLR_STATS,
+            "getclrstats",
+            HOOKBUF,
+            Struct(HoleHookStats),
+            "Get and clear a hook's counts",
+        ),
     )
 
     def newhook(self, hook: Hook) -> None:

@@ -13,7 +13,16 @@ NGM_HUB_SET_PERSISTENT: Final = 1
 
 class HubNode(Node):
     typecookie = HUB_COOKIE
-    cmdlist = (Cmd(HUB_COOKIE, NGM_HUB_SET_PERSISTENT, "setpersistent"),)
+    cmdlist = (
+        Cmd(
+            HUB_COOKIE,
+            NGM_HUB_SET_PERSISTENT,
+            "setpersistent",
+            None,
+            None,
+            "Stay when the last hook goes",
+        ),
+    )
 
     def constructor(self) -> None:
         self.persistent = False

@@ -16,6 +16,7 @@ import attrs
 
 from netgraph import Cmd, Hook, Item, Message, NetgraphError, Node
 from netgraph.message import FLOW_COOKIE
+from netgraph.parse import INT32, UINT8, UINT32, UINT64, Array, Struct, field
 
 ONE2MANY_COOKIE: Final = 1100897444
 NGM_ONE2MANY_SET_CONFIG: Final = 0
@@ -44,28 +45,68 @@ def _links(value: Iterable[int]) -> tuple[int, ...]:
 
 @attrs.frozen
 class One2ManyConfig:
-    xmitAlg: int = XMIT_ROUNDROBIN
-    failAlg: int = FAIL_MANUAL
-    enabledLinks: tuple[int, ...] = attrs.field(default=(0,) * MAX_LINKS, converter=_links)
+    # FreeBSD's ASCII defaults are all zero (an omitted xmitAlg is 0, which setconfig rejects).
+    xmitAlg: int = field(UINT32)
+    failAlg: int = field(UINT32)
+    enabledLinks: tuple[int, ...] = field(Array(UINT8, MAX_LINKS), converter=_links)
 
 
 @attrs.define
 class One2ManyLinkStats:
-    recvOctets: int = 0
-    recvPackets: int = 0
-    xmitOctets: int = 0
-    xmitPackets: int = 0
-    memoryFailures: int = 0
+    recvOctets: int = field(UINT64)
+    recvPackets: int = field(UINT64)
+    xmitOctets: int = field(UINT64)
+    xmitPackets: int = field(UINT64)
+    memoryFailures: int = field(UINT64)
+
+
+_CONFIG = Struct(One2ManyConfig)
+_STATS = Struct(One2ManyLinkStats)
 
 
 class One2ManyNode(Node):
     typecookie = ONE2MANY_COOKIE
     cmdlist = (
-        Cmd(ONE2MANY_COOKIE, NGM_ONE2MANY_SET_CONFIG, "setconfig", One2ManyConfig),
-        Cmd(ONE2MANY_COOKIE, NGM_ONE2MANY_GET_CONFIG, "getconfig", None, One2ManyConfig),
-        Cmd(ONE2MANY_COOKIE, NGM_ONE2MANY_GET_STATS, "getstats", int, One2ManyLinkStats),
-        Cmd(ONE2MANY_COOKIE, NGM_ONE2MANY_CLR_STATS, "clrstats", int),
-        Cmd(ONE2MANY_COOKIE, NGM_ONE2MANY_GETCLR_STATS, "getclrstats", int, One2ManyLinkStats),
+        Cmd(
+            ONE2MANY_COOKIE,
+            NGM_ONE2MANY_SET_CONFIG,
+            "setconfig",
+            _CONFIG,
+            None,
+            "Set the transmit and failure algorithms and the enabled links",
+        ),
+        Cmd(
+            ONE2MANY_COOKIE,
+            NGM_ONE2MANY_GET_CONFIG,
+            "getconfig",
+            None,
+            _CONFIG,
+            "Get the configuration",
+        ),
+        Cmd(
+            ONE2MANY_COOKIE,
+            NGM_ONE2MANY_GET_STATS,
+            "getstats",
+            INT32,
+            _STATS,
+            "Get a link's counts (-1 is the one hook)",
+        ),
+        Cmd(
+            ONE2MANY_COOKIE,
+            NGM_ONE2MANY_CLR_STATS,
+            "clrstats",
+            INT32,
+            None,
+            "Clear a link's counts",
+        ),
+        Cmd(
+            ONE2MANY_COOKIE,
+            NGM_ONE2MANY_GETCLR_STATS,
+            "getclrstats",
+            INT32,
+            _STATS,
+            "Get and clear a link's counts",
+        ),
     )
 
     def constructor(self) -> None:

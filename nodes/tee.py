@@ -16,6 +16,7 @@ from typing import Any, Final
 import attrs
 
 from netgraph import Cmd, Hook, Item, Message, NetgraphError, Node
+from netgraph.parse import UINT64, Struct, field
 
 TEE_COOKIE: Final = 916107047
 NGM_TEE_GET_STATS: Final = 1
@@ -34,26 +35,43 @@ _ROUTES: Final = {
 
 @attrs.define
 class TeeHookStats:
-    inOctets: int = 0
-    inFrames: int = 0
-    outOctets: int = 0
-    outFrames: int = 0
+    inOctets: int = field(UINT64)
+    inFrames: int = field(UINT64)
+    outOctets: int = field(UINT64)
+    outFrames: int = field(UINT64)
+
+
+_HOOKSTATS = Struct(TeeHookStats)
 
 
 @attrs.define
 class TeeStats:
-    right: TeeHookStats = attrs.Factory(TeeHookStats)
-    left: TeeHookStats = attrs.Factory(TeeHookStats)
-    right2left: TeeHookStats = attrs.Factory(TeeHookStats)
-    left2right: TeeHookStats = attrs.Factory(TeeHookStats)
+    right: TeeHookStats = field(_HOOKSTATS, factory=TeeHookStats)
+    left: TeeHookStats = field(_HOOKSTATS, factory=TeeHookStats)
+    right2left: TeeHookStats = field(_HOOKSTATS, factory=TeeHookStats)
+    left2right: TeeHookStats = field(_HOOKSTATS, factory=TeeHookStats)
 
 
 class TeeNode(Node):
     typecookie = TEE_COOKIE
     cmdlist = (
-        Cmd(TEE_COOKIE, NGM_TEE_GET_STATS, "getstats", None, TeeStats),
-        Cmd(TEE_COOKIE, NGM_TEE_CLR_STATS, "clrstats"),
-        Cmd(TEE_COOKIE, NGM_TEE_GETCLR_STATS, "getclrstats", None, TeeStats),
+        Cmd(
+            TEE_COOKIE,
+            NGM_TEE_GET_STATS,
+            "getstats",
+            None,
+            Struct(TeeStats),
+            "Get the counts of every hook",
+        ),
+        Cmd(TEE_COOKIE, NGM_TEE_CLR_STATS, "clrstats", None, None, "Clear the counts"),
+        Cmd(
+            TEE_COOKIE,
+            NGM_TEE_GETCLR_STATS,
+            "getclrstats",
+            None,
+            Struct(TeeStats),
+            "Get and clear the counts",
+        ),
     )
 
     def constructor(self) -> None:

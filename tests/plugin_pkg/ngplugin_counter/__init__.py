@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from netgraph import Cmd, Hook, Item, Message, Node
+from netgraph.parse import UINT32
 
 COUNTER_COOKIE = 1700000001
 NGM_COUNTER_GET = 1
@@ -10,7 +11,7 @@ NGM_COUNTER_GET = 1
 
 class CounterNode(Node):
     typecookie = COUNTER_COOKIE
-    cmdlist = (Cmd(COUNTER_COOKIE, NGM_COUNTER_GET, "getcount", None, int),)
+    cmdlist = (Cmd(COUNTER_COOKIE, NGM_COUNTER_GET, "getcount", None, UINT32),)
 
     def constructor(self) -> None:
         self.count = 0
