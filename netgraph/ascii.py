@@ -161,6 +161,8 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> ParseError:
         )  # fmt: skip
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
+        if tok.type == "BADSTRING":
+            return ParseError(errno.EINVAL, "unterminated quoted string", text, tok.start_pos or 0)
         if tok.type == "$END":
             return ParseError(
                 errno.EINVAL, f"unexpected end of text; expected {_expected(exc.expected)}",

@@ -772,11 +772,13 @@ class Array(ParseType):
     def unparse(self, value: Sequence[Any]) -> str:
         parts = []
         last = -1
+        # A string element always gets its index: without one it could not be read back.
+        quoted = isinstance(self.element, StringType | FixedString | SizedString)
         for i, v in enumerate(value):
             if self._elem_is_default(i, v):
                 continue
             text = self.element.unparse(v)
-            parts.append(text if i == last + 1 else f"{i}={text}")
+            parts.append(text if i == last + 1 and not quoted else f"{i}={text}")
             last = i
         return f"[ {' '.join(parts)} ]" if parts else "[]"
 
