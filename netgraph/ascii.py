@@ -273,7 +273,7 @@ def text_to_message(
     return Message(cmd.cookie, cmd.cmd, value, cmd.name, NGF_RESP if response else 0)
 
 
-def line_to_message(node_type: type[Node], line: str, *, response: bool = False) -> Message:
+def line_to_message(node_type: type[Node], line: str, response: bool = False) -> Message:
     """``setconfig { ... }`` as a message; errors carry positions in the whole ``line``."""
     name, args, offset = split_command(line)
     if not name:

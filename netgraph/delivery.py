@@ -154,25 +154,36 @@ def deliver_sync(chain: Chain, peer: Hook, payload: Any, batch: bool) -> None:
 
 
 async def deliver_async(chain: Chain, peer: Hook, payload: Any, batch: bool) -> None:
-    """Await a coroutine handler, counting it as a reader of its node while it runs."""
+    """Await a coroutine handler, counting it as a reader of its node while it runs.
+
+    The handler runs in a cancel scope of the node's, so that shutting the node down releases
+    whoever is held by it (with EIO) rather than leaving them waiting on a node that is gone.
+    """
     global _driving
     node = peer.node
     node._readers += 1
+    scope = trio.CancelScope()
+    node._scopes.add(scope)
     _driving = chain
     try:
-        if batch:
-            await node.rcvbatch(peer, payload)
-        else:
-            await node.rcvdata(peer, payload)
+        with scope:
+            if batch:
+                await node.rcvbatch(peer, payload)
+            else:
+                await node.rcvdata(peer, payload)
     except NetgraphError as err:
         chain.fail(err)
     except Exception as exc:
         chain.fail(handler_failed(node, exc))
     finally:
         _driving = None
+        node._scopes.discard(scope)
         node._readers -= 1
         if not node._readers and node._queue:
             node._wake()
+    if scope.cancelled_caught:
+        node.stats.dropped += 1
+        chain.fail(NetgraphError(errno.EIO, f"node {node.path} shut down while taking the item"))
 
 
 def send(self: Node, hook: Hook, item: Item) -> None:
@@ -219,11 +230,16 @@ def send_batch(self: Node, hook: Hook, items: Sequence[Item]) -> None:
 
 
 def defer(chain: Chain | None, peer: Hook, payload: Any, batch: bool) -> None:
-    """Hand an entry to the chain's driver, or straight to a busy node's queue."""
+    """What ``send`` does when it cannot call the receiver right here.
+
+    A coroutine handler waits for the chain's driver. A busy node, or one past the depth limit,
+    gets the item in its queue, as FreeBSD queues there: later items on the same hook then queue
+    behind it, so the order on a hook holds.
+    """
     if chain is None:
         raise RuntimeError("Node.send() outside a handler: use 'await node.emit()' there")
     node = peer.node
-    if node._blocked:
+    if node._blocked or not node._async_rcv:
         enqueue_nowait(node, (BATCH if batch else DATA, peer, payload, None))
     else:
         chain.deferred.append((peer, payload, batch))
@@ -240,8 +256,11 @@ async def drive(chain: Chain) -> None:
                 # Spill the rest to the nodes' queues: loops go on in the runners, fairly.
                 while deferred:
                     peer, payload, batch = deferred.popleft()
-                    if peer.peer is not None or peer.node._valid:
-                        await enqueue(peer.node, (BATCH if batch else DATA, peer, payload, None))
+                    if peer.peer is None or not peer.node._valid:
+                        peer.node.stats.dropped += 1
+                        chain.fail(NetgraphError(errno.ENOTCONN, f"hook {peer.name!r} went away"))
+                        continue
+                    await enqueue(peer.node, (BATCH if batch else DATA, peer, payload, None))
                 return
             budget -= 1
             peer, payload, batch = deferred.popleft()
@@ -283,6 +302,10 @@ async def start_chain(origin: Node | None, peer: Hook, payload: Any, batch: bool
             chain.fail(err)
         except Exception as exc:
             chain.fail(handler_failed(node, exc))
+        except BaseException:
+            chain.deferred.clear()
+            chain.error = None
+            raise
         finally:
             _pop()
             current = None
@@ -295,6 +318,8 @@ async def start_chain(origin: Node | None, peer: Hook, payload: Any, batch: bool
             if rest.error is not None:
                 raise rest.error
         return
+    if not node._valid:
+        raise NetgraphError(errno.EIO, f"node {node.path} is shutting down")
     chain = Chain(origin)
     nesting = _nesting.get()
     if nesting >= MAX_NESTED_DRIVERS or node._blocked:
@@ -315,8 +340,16 @@ async def start_chain(origin: Node | None, peer: Hook, payload: Any, batch: bool
         raise chain.error
 
 
+def _closed(node: Node, entry: tuple[int, Any, Any, Any]) -> NetgraphError:
+    """What an item for a node that is shutting down gets (spec 1.11: EIO data, EINVAL messages)."""
+    code = errno.EINVAL if entry[0] == MSG else errno.EIO
+    return NetgraphError(code, f"node {node.path} is shutting down")
+
+
 def enqueue_nowait(node: Node, entry: tuple[int, Any, Any, Any]) -> None:
     """Queue an item from a plain function: ENOBUFS when the queue is full."""
+    if not node._valid:
+        raise _closed(node, entry)
     queue = node._queue
     if len(queue) >= node.queue_limit:
         node.stats.dropped += 1
@@ -327,13 +360,21 @@ def enqueue_nowait(node: Node, entry: tuple[int, Any, Any, Any]) -> None:
 
 
 async def enqueue(node: Node, entry: tuple[int, Any, Any, Any]) -> None:
-    """Queue an item from async code, waiting while the queue is full."""
-    while len(node._queue) >= node.queue_limit:
-        if not node._valid:
-            raise NetgraphError(errno.ENOENT, f"node {node.path} has shut down")
+    """Queue an item from async code, waiting while the queue is full.
+
+    The node's own runner never waits for room in its own queue (it is what makes room).
+    """
+    runner = node._runner_task
+    while (
+        node._valid
+        and len(node._queue) >= node.queue_limit
+        and (runner is None or runner is not trio.lowlevel.current_task())
+    ):
         if node._space is None:
             node._space = trio.Event()
         await node._space.wait()
+    if not node._valid:
+        raise _closed(node, entry)
     node._queue.append(entry)
     node._update_blocked()
     node._kick()
@@ -364,10 +405,11 @@ def is_writer(entry: tuple[int, Any, Any, Any]) -> bool:
 async def run_queue(node: Node) -> None:
     """A node's runner: drain its queue in FIFO order, then exit (it is restarted on demand)."""
     queue = node._queue
+    node._runner_task = trio.lowlevel.current_task()
     try:
         while queue and node._valid:
             entry = queue[0]
-            if is_writer(entry) and node._readers:
+            if is_writer(entry) and node._readers and node.readers_block_writers:
                 node._idle = trio.Event()
                 await node._idle.wait()
                 continue
@@ -376,9 +418,14 @@ async def run_queue(node: Node) -> None:
             if node._space is not None:
                 node._space.set()
                 node._space = None
-            await run_entry(node, entry)
+            try:
+                await run_entry(node, entry)
+            except Exception as exc:
+                # Whatever a node type does wrong, the runner and the graph go on.
+                handler_failed(node, exc)
             await trio.lowlevel.checkpoint()
     finally:
+        node._runner_task = None
         node._runner_active = False
         node._update_blocked()
 
@@ -425,13 +472,16 @@ async def run_entry(node: Node, entry: tuple[int, Any, Any, Any]) -> None:
         try:
             fn()
         except NetgraphError as err:
-            log.warning("node %s: queued call failed: %s", node.path, err)
+            chain.fail(err)
         except Exception as exc:
             handler_failed(node, exc)
         finally:
             current = None
         if chain.deferred:
             await drive(chain)
+        if chain.error is not None:
+            node.stats.errors += 1
+            log.warning("node %s: queued call failed: %s", node.path, chain.error)
 
 
 def run_message(
@@ -459,7 +509,12 @@ def run_message(
             node._writing = False
             node._update_blocked()
     if reply is not None:
-        node.graph._respond(node, retaddr, msg.response(reply))
+        try:
+            node.graph._respond(node, retaddr, msg.response(reply))
+        except NetgraphError as err:
+            # The message was applied; only its reply was lost: say so, but not as its error.
+            node.stats.errors += 1
+            log.warning("node %s: reply to %s lost: %s", node.path, msg.cmdstr or msg.cmd, err)
     return None
 
 
@@ -469,26 +524,24 @@ def message_blocked(node: Node, msg: Message) -> bool:
         return True
     if msg.readonly:
         return False
-    if node._readers:
+    if node._readers and node.readers_block_writers:
         return True
     return node in stack
 
 
 def send_message(
     node: Node, msg: Message, lasthook: Hook | None, retaddr: int
-) -> Completion | NetgraphError | None:
-    """Deliver a message now if the gate allows, else queue it.
-
-    Returns the error of a message that ran, or a :class:`Completion` for one that was queued.
-    Only callable where a chain is current or from async code about to drive one.
-    """
+) -> NetgraphError | None:
+    """From a handler: apply a message now if the gate allows (returning its error), else queue
+    it; the error of a queued one is logged and counted on its node when it runs."""
+    if not node._valid:
+        raise NetgraphError(errno.EINVAL, f"node {node.path} is shutting down")
     if message_blocked(node, msg):
-        completion = Completion()
-        enqueue_nowait(node, (MSG, msg, (lasthook, retaddr, completion), None))
-        return completion
+        enqueue_nowait(node, (MSG, msg, (lasthook, retaddr, None), None))
+        return None
     chain = current
     if chain is None:
-        raise RuntimeError("send_message needs a current chain")
+        raise RuntimeError("Node.send_msg() outside a handler")
     return run_message(chain, node, msg, lasthook, retaddr)
 
 
@@ -496,6 +549,8 @@ async def send_message_from_outside(
     origin: Node | None, node: Node, msg: Message, lasthook: Hook | None, retaddr: int
 ) -> None:
     """Deliver a message from async code and wait until it has been applied (spec 1.14)."""
+    if not node._valid:
+        raise NetgraphError(errno.EINVAL, f"node {node.path} is shutting down")
     if message_blocked(node, msg):
         completion = Completion()
         await enqueue(node, (MSG, msg, (lasthook, retaddr, completion), None))

@@ -107,6 +107,7 @@ class Graph:
         if self._closed:
             return
         self._closed = True
+        self._dying.clear()
         self._teardown_depth += 1
         try:
             for node in list(self.nodes.values()):
@@ -136,6 +137,8 @@ class Graph:
         except BaseException:
             node._valid = False
             del self.nodes[node.id]
+            for scope in node._scopes:
+                scope.cancel()
             raise
         return node
 
@@ -254,7 +257,12 @@ class Graph:
                 self.destroy_hook(hook)
 
     def destroy_hook(self, hook: Hook) -> None:
-        """Unlink a hook pair, then tell each node (``disconnect``), this end first."""
+        """Unlink a hook pair, then tell each node (``disconnect``), this end first.
+
+        The far end is told later, from its own queue, when its node is busy in a handler
+        right now (FreeBSD queues the peer's side of the removal too): a handler never sees
+        its node's hooks go or the node die under its feet.
+        """
         with self._teardown():
             peer = hook.peer
             hook.peer = None
@@ -262,7 +270,11 @@ class Graph:
                 peer.peer = None
             self._remove_hook(hook)
             if peer is not None:
-                self._remove_hook(peer)
+                far = peer.node
+                if far is not hook.node and (far._readers or far in delivery.stack):
+                    delivery.call_later(far, lambda: self._remove_hook(peer))
+                else:
+                    self._remove_hook(peer)
 
     def _remove_hook(self, hook: Hook) -> None:
         node = hook.node
@@ -288,22 +300,44 @@ class Graph:
             self._remove_hook(b)
 
     class _Teardown:
+        """A structural operation's extent. Outside any handler it also gives the node types'
+        callbacks a chain to send in; what they send then goes to the receivers' queues."""
+
         def __init__(self, graph: Graph) -> None:
             self.graph = graph
+            self.chain: delivery.Chain | None = None
 
         def __enter__(self) -> None:
             self.graph._teardown_depth += 1
+            if delivery.current is None:
+                self.chain = delivery.current = delivery.Chain(None)
 
         def __exit__(self, *exc: object) -> None:
             graph = self.graph
             graph._teardown_depth -= 1
-            if graph._teardown_depth == 0:
-                graph._teardown_depth += 1
+            try:
+                if graph._teardown_depth == 0:
+                    graph._teardown_depth += 1
+                    try:
+                        while graph._dying:
+                            graph.rmnode(graph._dying.popleft())
+                    finally:
+                        graph._teardown_depth -= 1
+            finally:
+                if self.chain is not None:
+                    delivery.current = None
+                    self.spill(self.chain)
+
+        @staticmethod
+        def spill(chain: delivery.Chain) -> None:
+            for peer, payload, batch in chain.deferred:
+                entry = (delivery.BATCH if batch else delivery.DATA, peer, payload, None)
                 try:
-                    while graph._dying:
-                        graph.rmnode(graph._dying.popleft())
-                finally:
-                    graph._teardown_depth -= 1
+                    delivery.enqueue_nowait(peer.node, entry)
+                except NetgraphError as err:
+                    log.warning("item sent during a graph change is lost: %s", err)
+            if chain.error is not None:
+                log.warning("a send during a graph change failed: %s", chain.error)
 
     def _teardown(self) -> Graph._Teardown:
         """Group a structural operation; nodes left without hooks die when the outermost ends."""
@@ -341,20 +375,27 @@ class Graph:
                 node._valid = True
                 node._update_blocked()
                 if node.name is not None:
-                    self.names.setdefault(node.name, node)
+                    if node.name in self.names:
+                        node.name = None  # another node took the name meanwhile
+                    else:
+                        self.names[node.name] = node
+                node._kick()
                 return
             del self.nodes[node.id]
-            node._wake()
 
     def _flush(self, node: Node) -> None:
         queue = node._queue
         while queue:
             kind, _a, b, _c = queue.popleft()
-            if kind == delivery.MSG and b[2] is not None:
-                b[2].finish(NetgraphError(errno.ENOENT, f"node {node.path} shut down"))
+            if kind == delivery.MSG:
+                if b[2] is not None:
+                    b[2].finish(NetgraphError(errno.ENOENT, f"node {node.path} shut down"))
+            elif kind != delivery.CALL:
+                node.stats.dropped += 1
         if node._space is not None:
             node._space.set()
             node._space = None
+        node._wake()  # a runner waiting for readers sees the queue is gone
 
     # ------------------------------------------------------------------------------ messages
 

@@ -69,6 +69,10 @@ class Node:
     # Most types shut down when their last hook goes (spec 1.11); hub makes this switchable.
     dies_with_last_hook: ClassVar[bool] = True
     queue_limit: ClassVar[int] = 4096
+    # Whether a control message waits for items suspended in this type's coroutine handlers
+    # (the gate of spec 1.12). The socket node, whose handler only waits for its owner to read,
+    # lets its owner's messages through instead of deadlocking it.
+    readers_block_writers: ClassVar[bool] = True
     # Set for each subclass: whether rcvdata/rcvbatch are coroutine functions.
     _async_rcv: ClassVar[bool] = False
 
@@ -103,6 +107,7 @@ class Node:
         self._direct = not self._async_rcv
         self._queue: deque[tuple[int, Any, Any, Any]] = deque()
         self._runner_active = False
+        self._runner_task: trio.lowlevel.Task | None = None
         self._idle: trio.Event | None = None
         self._space: trio.Event | None = None
         self._scopes: set[trio.CancelScope] = set()
@@ -198,7 +203,12 @@ class Node:
 
     def rmhook_self(self, hook: Hook) -> None:
         """Remove one of this node's hooks, later (never synchronously; spec 1.11)."""
-        delivery.call_later(self, lambda: self.graph.rmhook(self, hook.name))
+
+        def remove() -> None:
+            if self.hooks.get(hook.name) is hook:
+                self.graph.destroy_hook(hook)
+
+        delivery.call_later(self, remove)
 
     def rmnode_self(self) -> None:
         """Shut this node down, later (never synchronously; spec 1.11)."""
@@ -210,6 +220,8 @@ class Node:
 
     def start_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` in the graph's nursery until it returns or this node shuts down."""
+        if not self._valid:
+            raise NetgraphError(errno.ENXIO, f"node {self.path} is shutting down")
         scope = trio.CancelScope()
         self._scopes.add(scope)
 

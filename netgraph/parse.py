@@ -755,18 +755,19 @@ class Array(ParseType):
             given[index] = (value, at)
             index += 1
         count = size if size is not None else (max(given) + 1 if given else 0)
-        out = []
-        for i in range(count):
-            if i in given:
-                out.append(self.element.convert(given[i][0], fields))
-            else:
-                default = self.element_default(i)
-                if default is NO_DEFAULT:
-                    raise ValueProblem(
-                        errno.EOPNOTSUPP, f"array element {i} has no default and was not given",
-                        _pos(node),
-                    )  # fmt: skip
-                out.append(default)
+        if self.index_default is None:
+            out = [self.element.default()] * count
+        else:
+            out = [self.index_default(i) for i in range(count)]
+        element = self.element
+        for i, (value, _) in given.items():
+            out[i] = element.convert(value, fields)
+        if len(given) < count and NO_DEFAULT in out:
+            missing = out.index(NO_DEFAULT)
+            raise ValueProblem(
+                errno.EOPNOTSUPP, f"array element {missing} has no default and was not given",
+                _pos(node),
+            )  # fmt: skip
         return tuple(out)
 
     def unparse(self, value: Sequence[Any]) -> str:

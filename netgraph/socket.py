@@ -75,6 +75,7 @@ class SocketNode(Node):
     typecookie = SOCKET_COOKIE
     creatable = False
     dies_with_last_hook = False
+    readers_block_writers = False
     recv_limit: ClassVar[int] = 256
     msg_limit: ClassVar[int] = 256
 
@@ -92,17 +93,23 @@ class SocketNode(Node):
         return not self.nolinger
 
     async def rcvdata(self, hook: Hook, item: Item) -> None:
-        origin = delivery.origin()
-        while len(self.data_in) >= self.recv_limit:
-            if origin is self or not self._valid:
-                # Our own owner is the one sending: waiting would wait for ourselves.
-                self.stats.dropped += 1
-                raise NetgraphError(errno.ENOBUFS, f"receive queue of {self.path} is full")
-            if self.data_room.is_set():
-                self.data_room = trio.Event()
-            await self.data_room.wait()
-        self.data_in.append((hook.name, item))
-        self.data_ready.set()
+        await self._take(hook, (item,), delivery.origin())
+
+    async def rcvbatch(self, hook: Hook, items: Sequence[Item]) -> None:
+        await self._take(hook, items, delivery.origin())
+
+    async def _take(self, hook: Hook, items: Sequence[Item], origin: Node | None) -> None:
+        for item in items:
+            while len(self.data_in) >= self.recv_limit:
+                if origin is self or not self._valid:
+                    # Our own owner is the one sending: waiting would wait for ourselves.
+                    self.stats.dropped += 1
+                    raise NetgraphError(errno.ENOBUFS, f"receive queue of {self.path} is full")
+                if self.data_room.is_set():
+                    self.data_room = trio.Event()
+                await self.data_room.wait()
+            self.data_in.append((hook.name, item))
+            self.data_ready.set()
 
     def rcvmsg(self, msg: Message, retaddr: int, lasthook: Hook | None) -> Any:
         if msg.typecookie == SOCKET_COOKIE and not msg.is_response:
@@ -261,7 +268,9 @@ class Socket:
         node = self.node
         while not node.msgs_in:
             self._alive()
-            node.msg_ready = trio.Event()
+            # Several tasks may wait: the event is replaced only once it has fired.
+            if node.msg_ready.is_set():
+                node.msg_ready = trio.Event()
             await node.msg_ready.wait()
         return node.msgs_in.popleft()
 
@@ -293,7 +302,8 @@ class Socket:
         node = self.node
         while not node.data_in:
             self._alive()
-            node.data_ready = trio.Event()
+            if node.data_ready.is_set():
+                node.data_ready = trio.Event()
             await node.data_ready.wait()
         entry = node.data_in.popleft()
         node.data_room.set()

@@ -72,12 +72,16 @@ async def test_delivery_takes_no_checkpoint(spy_types: netgraph.TypeRegistry) ->
 
 
 async def test_deep_chains_are_deferred_not_recursed(spy_types: netgraph.TypeRegistry) -> None:
-    """A chain longer than MAX_DEPTH still delivers everything, in the sender's task."""
+    """A chain longer than MAX_DEPTH still delivers everything, once: nested calls up to the
+    limit, in the sender's task, then through the nodes' queues (as FreeBSD queues)."""
     async with netgraph.open_graph(types=spy_types) as graph:
         source, spies = await chain_of_spies(graph, delivery.MAX_DEPTH * 3)
         await source.emit(source.hooks["out"], b"x")
+        await trio.testing.wait_all_tasks_blocked()
         me = trio.lowlevel.current_task()
-        assert all(spy.tasks == [me] for spy in spies)
+        assert all(len(spy.tasks) == 1 for spy in spies)
+        assert all(spy.tasks == [me] for spy in spies[: delivery.MAX_DEPTH - 1])
+        assert all(spy.tasks != [me] for spy in spies[delivery.MAX_DEPTH :])
 
 
 # ----------------------------------------------------------------------------- backpressure
