@@ -1,0 +1,7 @@
+"""``python -m ngctl``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
