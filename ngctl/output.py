@@ -106,7 +106,8 @@ def _record(text: str) -> str:
 
 
 def dot(nodes: Sequence[NodeInfo], hooks: Sequence[HookList]) -> list[str]:
-    """``dot``: the whole graph for Graphviz, laid out as FreeBSD's ngctl lays it out.
+    """``dot``: the whole graph for Graphviz, laid out as FreeBSD's ngctl lays it out, with
+    quoting that keeps any node or hook name valid Graphviz.
 
     ``hooks`` holds each node's hook list, in the order of ``nodes``.
     """
@@ -145,5 +146,6 @@ def dot(nodes: Sequence[NodeInfo], hooks: Sequence[HookList]) -> list[str]:
             ours = _dot_id(f"{info.id:x}.{link.ourhook}")
             theirs = _dot_id(f"{link.nodeinfo.id:x}.{link.peerhook}")
             lines.append(f"\t{ours} -- {theirs};")
-    lines.append("};")
+    # FreeBSD closes with "};", which Graphviz today refuses: a graph ends with "}".
+    lines.append("}")
     return lines
