@@ -5,7 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean sysdeps
+
+# System packages the tests use (Graphviz for ngctl's dot), installed where we may (root).
+SYSPKGS := graphviz
+sysdeps:
+	@if [ "$$(id -u)" = 0 ] && ! command -v dot >/dev/null 2>&1; then \
+		echo "installing $(SYSPKGS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint sysdeps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

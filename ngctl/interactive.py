@@ -12,6 +12,7 @@ the path given to ``msg`` (from its cmdlist).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,7 @@ async def interact(session: Session) -> int:
             status: Any = Status.OK
             while True:
                 await cache.refresh(session)
+                sys.stdout.flush()  # what the last command printed goes above the new prompt
                 try:
                     line = await trio.to_thread.run_sync(prompt.prompt, PROMPT)
                 except KeyboardInterrupt:
