@@ -25,7 +25,7 @@ def on_screen(text: str) -> str:
 
 
 @pytest.fixture
-def ngctl(tmp_path: Path) -> Iterator[pexpect.spawn]:
+def ngctl(tmp_path: Path) -> Iterator[pexpect.spawn[str]]:
     env = dict(
         os.environ,
         NGCTL_HISTORY=str(tmp_path / "history"),
@@ -47,7 +47,7 @@ def ngctl(tmp_path: Path) -> Iterator[pexpect.spawn]:
         child.close()
 
 
-def test_commands_and_replies(ngctl: pexpect.spawn) -> None:
+def test_commands_and_replies(ngctl: pexpect.spawn[str]) -> None:
     ngctl.sendline("mkpeer echo e x")
     ngctl.expect(PROMPT)
     ngctl.sendline("msg . nodeinfo")
@@ -56,7 +56,7 @@ def test_commands_and_replies(ngctl: pexpect.spawn) -> None:
     ngctl.expect(PROMPT)
 
 
-def test_data_is_printed_as_it_arrives(ngctl: pexpect.spawn) -> None:
+def test_data_is_printed_as_it_arrives(ngctl: pexpect.spawn[str]) -> None:
     ngctl.sendline("mkpeer echo e x")
     ngctl.expect(PROMPT)
     ngctl.sendline("write e 0x41 0x42 3")
@@ -65,7 +65,7 @@ def test_data_is_printed_as_it_arrives(ngctl: pexpect.spawn) -> None:
     ngctl.expect_exact("AB.")
 
 
-def test_late_reply_does_not_garble_the_line(ngctl: pexpect.spawn) -> None:
+def test_late_reply_does_not_garble_the_line(ngctl: pexpect.spawn[str]) -> None:
     """An echo node returns a message as a reply that ngctl did not wait for (``-t 0.2``
     and the echo's reply to its own reply); it is printed above the prompt."""
     ngctl.sendline("mkpeer hub h in")
@@ -80,7 +80,7 @@ def test_late_reply_does_not_garble_the_line(ngctl: pexpect.spawn) -> None:
     ngctl.expect(PROMPT)
 
 
-def test_tab_completion(ngctl: pexpect.spawn) -> None:
+def test_tab_completion(ngctl: pexpect.spawn[str]) -> None:
     ngctl.sendline("mkpeer one2many mux one")
     ngctl.expect(PROMPT)
     ngctl.sendline("name mux themux")
@@ -99,7 +99,7 @@ def test_tab_completion(ngctl: pexpect.spawn) -> None:
     ngctl.expect(PROMPT)
 
 
-def test_history_and_ctrl_d(ngctl: pexpect.spawn, tmp_path: Path) -> None:
+def test_history_and_ctrl_d(ngctl: pexpect.spawn[str], tmp_path: Path) -> None:
     ngctl.sendline("types")
     ngctl.expect("total types")
     ngctl.expect(PROMPT)
@@ -115,7 +115,7 @@ def test_history_and_ctrl_d(ngctl: pexpect.spawn, tmp_path: Path) -> None:
     assert "types" in (tmp_path / "history").read_text()
 
 
-def test_errors_and_quit(ngctl: pexpect.spawn) -> None:
+def test_errors_and_quit(ngctl: pexpect.spawn[str]) -> None:
     ngctl.sendline("s")
     ngctl.expect_exact('ngctl: "s": ambiguous command')
     ngctl.expect(PROMPT)
