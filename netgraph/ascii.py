@@ -24,14 +24,12 @@ from typing import TYPE_CHECKING, Any, Final
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .errors import NetgraphError
+from .cmdlist import BLANKS, cmdlist_of, decode_args, find_cmd, split_command
+from .errors import NetgraphError, ParseError
 from .message import (
-    GENERIC_CMDLIST,
-    NG_CMDSTRSIZ,
     NGF_RESP,
     NGM_ASCII2BINARY,
     NGM_BINARY2ASCII,
-    Cmd,
     Message,
 )
 from .parse import ArrayNode, ParseType, StructNode, ValueProblem
@@ -54,33 +52,6 @@ __all__ = [
 ]
 
 GRAMMAR: Final = Path(__file__).with_name("ascii.lark")
-BLANKS: Final = " \t\n\r\f\v"
-
-
-class ParseError(NetgraphError):
-    """Bad ASCII input: an errno, what is wrong, and where (line and column from 1)."""
-
-    def __init__(self, code: int, detail: str, text: str, pos: int) -> None:
-        pos = max(0, min(pos, len(text)))
-        self.text = text
-        self.pos = pos
-        self.line = text.count("\n", 0, pos) + 1
-        self.column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-        self.reason = detail
-        super().__init__(code, f"line {self.line}, column {self.column}: {detail}")
-
-    @property
-    def context(self) -> str:
-        """The offending line with a caret under the column."""
-        start = self.text.rfind("\n", 0, self.pos) + 1
-        end = self.text.find("\n", self.pos)
-        line = self.text[start : end if end >= 0 else len(self.text)]
-        return f"{line}\n{' ' * (self.column - 1)}^"
-
-    def shifted(self, prefix: str) -> ParseError:
-        """The same error in a text that had ``prefix`` before this one (for whole lines)."""
-        return ParseError(self.errno or errno.EINVAL, self.reason, prefix + self.text,
-                          self.pos + len(prefix))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- grammar
@@ -214,49 +185,6 @@ def unparse_value(ptype: ParseType | None, value: Any) -> str:
 # ---------------------------------------------------------------------------- messages
 
 
-_Cmdlists = tuple[dict[str, Cmd], dict[tuple[int, int], Cmd]]
-_cmdlists: dict[type[Node], _Cmdlists] = {}
-
-
-def cmdlist_of(node_type: type[Node]) -> _Cmdlists:
-    """A node type's commands by name and by (cookie, cmd), the generic ones after its own."""
-    found = _cmdlists.get(node_type)
-    if found is None:
-        by_name: dict[str, Cmd] = {}
-        by_number: dict[tuple[int, int], Cmd] = {}
-        for cmd in (*node_type.cmdlist, *GENERIC_CMDLIST):
-            by_name.setdefault(cmd.name, cmd)
-            by_number.setdefault((cmd.cookie, cmd.cmd), cmd)
-        found = _cmdlists[node_type] = (by_name, by_number)
-    return found
-
-
-def find_cmd(node_type: type[Node], msg: Message) -> Cmd:
-    """The cmdlist entry for ``msg`` (ENOSYS when the node type cannot convert it)."""
-    cmd = cmdlist_of(node_type)[1].get((msg.typecookie, msg.cmd))
-    if cmd is None:
-        raise NetgraphError(
-            errno.ENOSYS,
-            f"node type {node_type.type_name} has no ASCII form for cookie {msg.typecookie}"
-            f" cmd {msg.cmd}",
-        )
-    return cmd
-
-
-def split_command(line: str) -> tuple[str, str, int]:
-    """``name args...`` as libnetgraph splits it: the name, the argument text and its offset."""
-    stripped = line.lstrip(BLANKS)
-    lead = len(line) - len(stripped)
-    end = lead
-    while end < len(line) and line[end] not in BLANKS:
-        end += 1
-    name = line[lead:end][: NG_CMDSTRSIZ - 1]
-    rest = end
-    while rest < len(line) and line[rest] in BLANKS:
-        rest += 1
-    return name, line[rest:], rest
-
-
 def text_to_message(
     node_type: type[Node], name: str, args: str, *, response: bool = False
 ) -> Message:
@@ -295,23 +223,6 @@ def message_to_text(node_type: type[Node], msg: Message) -> tuple[str, str]:
     if isinstance(args, bytes) and ptype is not None:
         args = decode_args(ptype, args)
     return cmd.name, unparse_value(ptype, args)
-
-
-def encode_args(ptype: ParseType | None, value: Any) -> bytes:
-    """The binary arguments of a message (spec 10.2)."""
-    if ptype is None:
-        return b""
-    try:
-        return ptype.to_bytes(value)
-    except ValueProblem as problem:
-        raise NetgraphError(problem.errno, problem.detail) from None
-
-
-def decode_args(ptype: ParseType, data: bytes) -> Any:
-    try:
-        return ptype.from_bytes(data)
-    except ValueProblem as problem:
-        raise NetgraphError(problem.errno, problem.detail) from None
 
 
 def convert_message(node: Node, msg: Message) -> Message:

@@ -41,12 +41,10 @@ import os
 import signal
 import socket as _socket
 import stat
-import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
-import attrs
 import trio
 
 from . import wire
@@ -55,6 +53,7 @@ from .graph import Graph, open_graph
 from .message import Message
 from .node import Node
 from .path import decode_id
+from .peercred import PeerCredentials, check_peer, peer_credentials
 from .socket import Socket
 
 __all__ = [
@@ -82,39 +81,7 @@ WORK_QUEUE: Final = 64
 OUT_QUEUE: Final = 64
 ACCEPT_BACKOFF: Final = 0.1
 
-_UCRED: Final = struct.Struct("3i")
-
 _Job = Callable[[], Awaitable[bytes | None]]
-
-
-# ------------------------------------------------------------------------------ credentials
-
-
-@attrs.frozen
-class PeerCredentials:
-    """``struct ucred``: who is at the other end of a Unix-domain connection."""
-
-    pid: int
-    uid: int
-    gid: int
-
-
-def peer_credentials(sock: trio.socket.SocketType) -> PeerCredentials:
-    """The peer's credentials from ``SO_PEERCRED`` (EOPNOTSUPP where the host has none)."""
-    option = getattr(_socket, "SO_PEERCRED", None)
-    if option is None:  # pragma: no cover - Linux has it
-        raise NetgraphError(errno.EOPNOTSUPP, "this host cannot tell who a peer is (SO_PEERCRED)")
-    raw = sock.getsockopt(_socket.SOL_SOCKET, option, _UCRED.size)
-    pid, uid, gid = _UCRED.unpack(raw)
-    return PeerCredentials(pid, uid, gid)
-
-
-def check_peer(creds: PeerCredentials, uid: int, peer: str = "peer") -> None:
-    """EPERM unless the peer runs as ``uid`` (the daemon's, or for a client its own)."""
-    if creds.uid != uid:
-        raise NetgraphError(
-            errno.EPERM, f"{peer} (pid {creds.pid}) runs as uid {creds.uid}, not as uid {uid}"
-        )
 
 
 # ---------------------------------------------------------------------------------- daemon

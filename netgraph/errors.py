@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-__all__ = ["NetgraphError", "errno_name"]
+__all__ = ["NetgraphError", "ParseError", "errno_name"]
 
 
 def errno_name(code: int) -> str:
@@ -37,3 +37,29 @@ class NetgraphError(OSError):
 
     def __reduce__(self) -> tuple[type[NetgraphError], tuple[int, str]]:
         return (type(self), (self.errno or 0, self.detail))
+
+
+class ParseError(NetgraphError):
+    """Bad ASCII input: an errno, what is wrong, and where (line and column from 1)."""
+
+    def __init__(self, code: int, detail: str, text: str, pos: int) -> None:
+        pos = max(0, min(pos, len(text)))
+        self.text = text
+        self.pos = pos
+        self.line = text.count("\n", 0, pos) + 1
+        self.column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        self.reason = detail
+        super().__init__(code, f"line {self.line}, column {self.column}: {detail}")
+
+    @property
+    def context(self) -> str:
+        """The offending line with a caret under the column."""
+        start = self.text.rfind("\n", 0, self.pos) + 1
+        end = self.text.find("\n", self.pos)
+        line = self.text[start : end if end >= 0 else len(self.text)]
+        return f"{line}\n{' ' * (self.column - 1)}^"
+
+    def shifted(self, prefix: str) -> ParseError:
+        """The same error in a text that had ``prefix`` before this one (for whole lines)."""
+        return ParseError(self.errno or _errno.EINVAL, self.reason, prefix + self.text,
+                          self.pos + len(prefix))  # fmt: skip

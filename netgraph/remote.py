@@ -9,7 +9,7 @@
 :func:`connect` says HELLO and gets its own socket node in the daemon's graph; the
 :class:`RemoteSocket` it yields has :class:`netgraph.Socket`'s methods, and each call's outcome
 (the daemon's RESULT) is returned or raised by that call: a :class:`netgraph.NetgraphError` with
-the errno, or a :class:`netgraph.ascii.ParseError` with the text, line and column.
+the errno, or a :class:`netgraph.ParseError` with the text, line and column.
 
 Messages travel in their binary form (spec 10.2). The client only knows the generic cmdlist: the
 arguments of generic messages and replies are typed values (``NodeInfo``, ``NameList``...),
@@ -38,9 +38,8 @@ from typing import Any, Final
 import attrs
 import trio
 
-from . import ascii, wire
-from .daemon import check_peer, peer_credentials
-from .errors import NetgraphError
+from . import cmdlist, wire
+from .errors import NetgraphError, ParseError
 from .item import Item
 from .message import (
     GENERIC_COOKIE,
@@ -68,6 +67,7 @@ from .message import (
 )
 from .node import Node
 from .path import format_id
+from .peercred import check_peer, peer_credentials
 
 __all__ = ["MSG_LIMIT", "RemoteSocket", "connect"]
 
@@ -225,15 +225,15 @@ class RemoteSocket:
     async def to_binary(self, path: str, line: str) -> Message:
         """``command args...`` as a message (arguments as bytes), converted by the node at
         ``path`` (ASCII2BINARY)."""
-        name, args, offset = ascii.split_command(line)
+        name, args, offset = cmdlist.split_command(line)
         if not name:
-            raise ascii.ParseError(errno.EINVAL, "a command name is required", line, 0)
+            raise ParseError(errno.EINVAL, "a command name is required", line, 0)
         try:
             reply = await self.request(
                 path, GENERIC_COOKIE, NGM_ASCII2BINARY, Message(0, 0, args, name),
                 cmdstr="ascii2binary",
             )  # fmt: skip
-        except ascii.ParseError as err:
+        except ParseError as err:
             raise err.shifted(line[:offset]) from None
         converted: Message = reply.args
         return attrs.evolve(converted, token=0)

@@ -18,8 +18,8 @@ import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from . import ascii
-from .errors import NetgraphError
+from . import cmdlist
+from .errors import NetgraphError, ParseError
 from .message import (
     GENERIC_COOKIE,
     HEADER,
@@ -124,14 +124,14 @@ def encode_message(node_type: type[Node] | None, msg: Message) -> bytes:
     else:
         if node_type is None:
             raise NetgraphError(errno.EINVAL, f"cannot encode the arguments of {msg.cmdstr!r}")
-        cmd = ascii.find_cmd(node_type, msg)
+        cmd = cmdlist.find_cmd(node_type, msg)
         ptype = cmd.reply if msg.is_response else cmd.request
         if ptype is None and isinstance(args, str):
             # A command whose cmdlist types no arguments but that is given text (TEXT_CONFIG's
             # request, as ngctl's ``config`` sends it): a C string, as FreeBSD sends it.
             data = args.encode("utf-8", "surrogateescape") + b"\0"
         else:
-            data = ascii.encode_args(ptype, args)
+            data = cmdlist.encode_args(ptype, args)
     return pack_header(msg, len(data)) + data
 
 
@@ -145,7 +145,7 @@ def decode_message(node_type: type[Node] | None, data: bytes) -> Message:
         raise NetgraphError(errno.EINVAL, f"arglen {arglen} but {len(raw)} bytes of arguments")
     args: Any = raw if raw else None
     if _is_conversion(msg) and raw:
-        inner = ascii.decode_args(NG_MESG, raw)
+        inner = cmdlist.decode_args(NG_MESG, raw)
         inner_raw: bytes = inner.args
         if (msg.cmd == NGM_ASCII2BINARY) != msg.is_response:
             # The text of a message to convert (or a converted one's ASCII): a C string.
@@ -171,13 +171,13 @@ def _typed(node_type: type[Node] | None, msg: Message) -> Any:
     if node_type is None:
         return raw
     try:
-        cmd = ascii.find_cmd(node_type, msg)
+        cmd = cmdlist.find_cmd(node_type, msg)
     except NetgraphError:
         return raw
     ptype = cmd.reply if msg.is_response else cmd.request
     if ptype is None:
         return raw  # arguments the cmdlist does not type are kept, not dropped
-    return ascii.decode_args(ptype, raw)
+    return cmdlist.decode_args(ptype, raw)
 
 
 def pack_frame(kind: int, *parts: bytes) -> bytes:
@@ -364,7 +364,7 @@ def pack_result(request: int, err: NetgraphError | None) -> bytes:
     the text and the offset in it (so the client can show the caret). The text has a u32
     length: it is the argument text of a message, which may be longer than a u16 string."""
     code, pos, detail, text = 0, -1, "", ""
-    if isinstance(err, ascii.ParseError):
+    if isinstance(err, ParseError):
         code, pos, detail, text = err.errno or errno.EINVAL, err.pos, err.reason, err.text
     elif err is not None:
         code, detail = err.errno or errno.EIO, err.detail
@@ -388,7 +388,7 @@ def unpack_result(body: bytes) -> tuple[int, NetgraphError | None]:
     if code == 0:
         return request, None
     if pos >= 0:
-        return request, ascii.ParseError(code, detail, text, pos)
+        return request, ParseError(code, detail, text, pos)
     return request, NetgraphError(code, detail)
 
 

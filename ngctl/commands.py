@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from netgraph.ascii import ParseError
+from netgraph.errors import ParseError
 from netgraph.errors import NetgraphError
 from netgraph.message import (
     GENERIC_COOKIE,
