@@ -17,8 +17,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from netgraph.errors import ParseError
-from netgraph.errors import NetgraphError
+from netgraph.errors import NetgraphError, ParseError
 from netgraph.message import (
     GENERIC_COOKIE,
     NG_NODESIZ,

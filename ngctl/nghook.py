@@ -100,15 +100,28 @@ class Relay:
         self.sock, self.stream, self.opts = sock, stream, opts
         self.waiting: trio.CancelScope | None = None
         self.stopped = False
+        self.count = 0
 
     async def run(self) -> None:
         while not self.stopped:
             with trio.CancelScope() as self.waiting:
                 _, data = await self.sock.recv_data()
             self.waiting = None
+            self.count += 1
             if self.stopped:
                 return
             await _write(self.sock, self.stream, bytes(data), self.opts)
+
+    async def settle(self, quiet: float = 0.2, most: float = 2.0) -> None:
+        """Let what is still on its way back arrive: wait until nothing has come for
+        ``quiet`` seconds (at most ``most`` in all). Through a daemon, replies to the last
+        packets may still be in flight when standard input ends."""
+        with trio.move_on_after(most):
+            while True:
+                before = self.count
+                await trio.sleep(quiet)
+                if self.count == before and self.waiting is not None:
+                    return
 
     def stop(self) -> None:
         self.stopped = True
@@ -148,6 +161,7 @@ async def run(opts: Options) -> int:
                         await trio.sleep_forever()
                     async with trio.lowlevel.FdStream(os.dup(0)) as stdin:
                         await _from_stream(sock, stdin)
+                    await relay.settle()
                     relay.stop()
                 await _drain(sock, stdout, opts)
             return 0
