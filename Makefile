@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/ngctl -n demo -f examples/demo.ngctl
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -30,6 +30,23 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "make test" in ci
 
 
+def test_demo_script_builds_and_counts() -> None:
+    """make demo: ngctl runs examples/demo.ngctl."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "ngctl -n demo -f examples/demo.ngctl" in makefile
+    out = subprocess.run(
+        [sys.executable, "-m", "ngctl", "-n", "demo", "-f", "examples/demo.ngctl"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.splitlines()
+    assert out[0] == "There are 6 total nodes:"
+    assert "Args:\t{ frames=2 octets=9 }" in out
+    assert "Args:\t{ frames=2 octets=4 }" in out
+    assert out[-1] == "Args:\t{ frames=4 octets=13 }"
+
+
 def test_demo_prints_what_arrived_and_the_statistics() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py")],
