@@ -371,3 +371,52 @@ def test_console_script_is_installed() -> None:
     assert proc.returncode == 0
     assert proc.stdout.startswith("There are ")
     assert os.access(script, os.X_OK)
+
+
+async def test_spec_section_8_lines(ngctl: tuple[Session, Capture]) -> None:
+    """The lines of spec section 8 that need no ksocket, each with its result."""
+    s, cap = ngctl
+    ok = Status.OK
+    assert await s.run_line("mkpeer hub foo in") == ok
+    assert await s.run_line("name foo fred") == ok  # 3
+    assert await s.run_line('msg foo name { name="fred" }') == ok  # 4
+    assert await s.run_line("name fred: fred") == ok  # 5
+    assert await s.run_line("name foo [1f]") == Status.ERROR  # 6
+    assert await s.run_line("name foo a.b") == Status.ERROR  # 7
+    assert await s.run_line("connect fred: . x y") == ok  # 8: the hub to itself
+    assert await s.run_line("rmhook . nosuchhook") == ok  # 12
+    assert await s.run_line("disconnect fred: x") == ok  # 13 (alias of rmhook)
+    assert await s.run_line("show nosuch") == Status.ERROR  # 16: a hook of ngctl's node
+    assert await s.run_line("show -n fred:") == ok  # 18
+    assert await s.run_line("status fred:") == ok  # 22
+    assert await s.run_line("config fred:") == ok  # 23
+    assert await s.run_line("s") == Status.ERROR  # 25
+    assert await s.run_line("sho -n fred:") == ok  # 25
+    assert await s.run_line("rmhook foo") == ok  # 11: the hub loses its last hook and goes
+    assert await s.run_line("show fred:") == Status.ERROR
+    assert await s.run_line("mkpeer hub a in") == ok
+    for kill in ("shutdown", "kill", "rmnode"):  # 14
+        await s.run_line("mkpeer hub k in")
+        await s.run_line("name k victim")
+        assert await s.run_line(f"{kill} victim:") == ok
+    assert await s.run_line("shutdown nosuch:") == Status.ERROR  # 15
+    out, err = cap.take()
+    assert err == [
+        "ngctl: send msg: Invalid argument",
+        "ngctl: node name '[1f]' looks like a node ID",
+        "ngctl: send msg: Invalid argument",
+        "ngctl: node name 'a.b' contains '.'",
+        "ngctl: send msg: No such file or directory",
+        "ngctl: no hook 'nosuch' on ngctl1234:",
+        'ngctl: "s": ambiguous command',
+        "ngctl: send msg: No such file or directory",
+        "ngctl: no node 'fred:'",
+        "ngctl: shutdown: No such file or directory",
+        "ngctl: no node 'nosuch:'",
+    ]
+    assert out == [
+        "  Name: fred            Type: hub             ID: 00000002   Num hooks: 1",
+        'No status available for "fred:"',
+        'No config available for "fred:"',
+        "  Name: fred            Type: hub             ID: 00000002   Num hooks: 1",
+    ]
