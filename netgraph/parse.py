@@ -18,6 +18,7 @@ with :func:`field`, which is the one place a struct's layout is written down.
 from __future__ import annotations
 
 import errno
+import re
 import struct as _struct
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -156,6 +157,11 @@ class ParseType:
         """The value an omitted field or element takes (NO_DEFAULT if there is none)."""
         return NO_DEFAULT
 
+    def default_in(self, fields: Fields) -> Any:
+        """The default of a field omitted from a struct whose earlier fields are ``fields``
+        (an array counted by an earlier field takes that many default elements)."""
+        return self.default()
+
     def convert(self, node: Node, fields: Fields) -> Any:
         """ASCII in: a value from the generic tree."""
         raise NotImplementedError
@@ -232,23 +238,23 @@ def c_integer(text: str) -> int | None:
 
     Unlike C, trailing characters are an error rather than silently ignored.
     """
-    body = text
-    sign = 1
-    if body[:1] in "+-" and body:
-        sign = -1 if body[0] == "-" else 1
-        body = body[1:]
-    if body[:2] in ("0x", "0X"):
-        digits, base = body[2:], 16
-    elif body[:1] == "0" and len(body) > 1:
-        digits, base = body[1:], 8
+    match = _C_INTEGER.fullmatch(text)
+    if match is None:
+        return None
+    sign, hexa, octal, decimal = match.groups()
+    if len(text) > 64:
+        return None  # far out of any range, and too long for int() to read in Python 3.11+
+    if hexa is not None:
+        value = int(hexa, 16)
+    elif octal is not None:
+        value = int(octal, 8) if octal else 0
     else:
-        digits, base = body, 10
-    if not digits:
-        return None
-    try:
-        return sign * int(digits, base)
-    except ValueError:
-        return None
+        value = int(decimal, 10)
+    return -value if sign == "-" else value
+
+
+# One optional sign, then 0x and hex digits, 0 and octal digits, or decimal digits: ASCII only.
+_C_INTEGER: Final = re.compile(r"([+-]?)(?:0[xX]([0-9a-fA-F]+)|0([0-7]*)|([1-9][0-9]*))", re.ASCII)
 
 
 class Int(ParseType):
@@ -346,6 +352,17 @@ _OUT_ESCAPES: Final = {9: "\\t", 12: "\\f", 10: "\\n", 13: "\\r", 11: "\\v", 34:
 
 def decode_string(tok: Tok) -> bytes:
     """The bytes of a quoted STRING token, with C escapes (spec 10.3)."""
+    try:
+        return _decode_string(tok)
+    except UnicodeEncodeError as exc:
+        raise ValueProblem(
+            errno.EINVAL,
+            f"a string holds {exc.object[exc.start]!r}, which is no character",
+            tok.start_pos + 1 + exc.start,
+        ) from None
+
+
+def _decode_string(tok: Tok) -> bytes:
     raw = tok.value[1:-1]
     if "\\" not in raw:
         return raw.encode("utf-8", "surrogateescape")
@@ -586,10 +603,7 @@ class EnAddr(ParseType):
         octets = []
         for part in parts:
             digits = part[2:] if part[:2] in ("0x", "0X") else part
-            try:
-                value = int(digits, 16) if digits and digits.isalnum() else -1
-            except ValueError:
-                value = -1
+            value = int(digits, 16) if _HEX_OCTET.fullmatch(digits) else -1
             if not 0 <= value <= 0xFF:
                 raise ValueProblem(
                     errno.EINVAL, f"bad octet {part!r} in {tok.value!r}", tok.start_pos
@@ -611,19 +625,29 @@ class EnAddr(ParseType):
         return bytes(data[pos : pos + 6]), pos + 6
 
 
+_HEX_OCTET: Final = re.compile(r"[0-9a-fA-F]{1,2}", re.ASCII)
 IPADDR: Final = IpAddr()
 ENADDR: Final = EnAddr()
 
 Length = int | Callable[[Fields], int] | None
 
+# The most elements an array read from text may have (FreeBSD converts into a 20 KiB buffer and
+# fails with ERANGE past it; this is the same idea, counted in elements).
+MAX_ELEMENTS: Final = 65536
 
-def _length(length: Length, fields: Fields) -> int | None:
+
+def _length(length: Length, fields: Fields, pos: int | None = None) -> int | None:
     if length is None or isinstance(length, int):
         return length
     try:
-        return int(length(fields))
+        size = int(length(fields))
     except (KeyError, AttributeError, TypeError) as exc:
         raise ValueProblem(errno.EINVAL, f"array length is not known yet: {exc}") from exc
+    if size > MAX_ELEMENTS:
+        raise ValueProblem(
+            errno.ERANGE, f"an array of {size} elements is more than {MAX_ELEMENTS}", pos
+        )
+    return size
 
 
 class ByteArray(ParseType):
@@ -638,8 +662,11 @@ class ByteArray(ParseType):
     def default(self) -> bytes:
         return bytes(self.length) if isinstance(self.length, int) else b""
 
+    def default_in(self, fields: Fields) -> bytes:
+        return bytes(_length(self.length, fields) or 0)
+
     def convert(self, node: Node, fields: Fields) -> bytes:
-        size = _length(self.length, fields)
+        size = _length(self.length, fields, _pos(node))
         if not isinstance(node, StructNode | ArrayNode) and node.type == "STRING":
             data = decode_string(node)
             if size is None:
@@ -653,10 +680,10 @@ class ByteArray(ParseType):
         return bytes(v & 0xFF for v in values)
 
     def unparse(self, value: bytes) -> str:
-        return Array(HINT8, len(value)).unparse(tuple(value))
+        return Array(HINT8, None if self.length is None else len(value)).unparse(tuple(value))
 
     def is_default(self, value: bytes) -> bool:
-        return not any(value) if isinstance(self.length, int) else not value
+        return not any(value) if self.length is not None else not value
 
     def _check(self, value: Any, fields: Fields) -> bytes:
         if not isinstance(value, bytes | bytearray):
@@ -707,11 +734,17 @@ class Array(ParseType):
     def default(self) -> Any:
         if not isinstance(self.length, int):
             return ()
-        values = tuple(self.element_default(i) for i in range(self.length))
+        return self._defaults(self.length)
+
+    def default_in(self, fields: Fields) -> Any:
+        return self._defaults(_length(self.length, fields) or 0)
+
+    def _defaults(self, count: int) -> Any:
+        values = tuple(self.element_default(i) for i in range(count))
         return NO_DEFAULT if any(v is NO_DEFAULT for v in values) else values
 
     def is_default(self, value: Any) -> bool:
-        if not isinstance(self.length, int):
+        if self.length is None:
             return not value
         return all(self._elem_is_default(i, v) for i, v in enumerate(value))
 
@@ -726,7 +759,7 @@ class Array(ParseType):
             raise ValueProblem(
                 errno.EINVAL, f"expected an array, found {_describe(node)}", _pos(node)
             )
-        size = _length(self.length, fields)
+        size = _length(self.length, fields, _pos(node))
         given: dict[int, tuple[Node, int]] = {}
         index = 0
         for index_tok, value in node.elements:
@@ -749,6 +782,10 @@ class Array(ParseType):
             if size is not None and index >= size:
                 raise ValueProblem(
                     errno.E2BIG, f"array index {index} is past the end (length {size})", at
+                )
+            if index >= MAX_ELEMENTS:
+                raise ValueProblem(
+                    errno.ERANGE, f"array index {index} is past {MAX_ELEMENTS} elements", at
                 )
             if index in given:
                 raise ValueProblem(errno.EALREADY, f"array index {index} is given twice", at)
@@ -775,8 +812,11 @@ class Array(ParseType):
         last = -1
         # A string element always gets its index: without one it could not be read back.
         quoted = isinstance(self.element, StringType | FixedString | SizedString)
+        # An open-ended array's last element shows even when it is a default: it is what
+        # says how long the array is.
+        last_index = len(value) - 1 if self.length is None else -1
         for i, v in enumerate(value):
-            if self._elem_is_default(i, v):
+            if i != last_index and self._elem_is_default(i, v):
                 continue
             text = self.element.unparse(v)
             parts.append(text if i == last + 1 and not quoted else f"{i}={text}")
@@ -801,8 +841,10 @@ class Array(ParseType):
         while (size is None and _aligned(pos, element.align) < end) or (
             size is not None and len(out) < size
         ):
-            pos = _aligned(pos, element.align)
-            v, pos = element.unpack(data, pos, end, fields)
+            start = _aligned(pos, element.align)
+            v, pos = element.unpack(data, start, end, fields)
+            if size is None and pos == start:
+                break  # elements that take no bytes: "the rest of the data" holds none
             out.append(v)
         return tuple(out), pos
 
@@ -889,7 +931,7 @@ class Struct(ParseType):
             if name in given:
                 values[name] = ptype.convert(given[name][1], values)
             else:
-                default = ptype.default()
+                default = ptype.default_in(values)
                 if default is NO_DEFAULT:
                     raise ValueProblem(
                         errno.EOPNOTSUPP, f"field {name!r} has no default and must be given",

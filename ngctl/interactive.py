@@ -1,8 +1,10 @@
 """Interactive ngctl: prompt_toolkit in a worker thread beside trio.
 
 The prompt (line editing, history, completion) runs in a thread; trio keeps the socket node and
-prints replies and data as they arrive. ``patch_stdout`` routes that printing above the line
-being typed, so it is never garbled. Ctrl-C drops the line, Ctrl-D leaves (exit 0).
+prints replies and data as they arrive. While the prompt is up, ``patch_stdout`` routes that
+printing above the line being typed, so it is never garbled; while a command runs, output is
+written straight out, so it comes before the next prompt. Ctrl-C drops the line, Ctrl-D leaves
+(exit 0).
 
 Completion draws on a cache the trio side refreshes after every command: command names and
 aliases, node names and IDs, the hooks of ngctl's node, and the message names of the node type at
@@ -12,7 +14,6 @@ the path given to ``msg`` (from its cmdlist).
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -136,23 +137,24 @@ async def interact(session: Session) -> int:
         complete_while_typing=False,
     )
     await session.run_argv(["help"])
-    with patch_stdout(raw=True):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_print_messages, session)
-            nursery.start_soon(_print_data, session)
-            status: Any = Status.OK
-            while True:
-                await cache.refresh(session)
-                sys.stdout.flush()  # what the last command printed goes above the new prompt
-                try:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_print_messages, session)
+        nursery.start_soon(_print_data, session)
+        status: Any = Status.OK
+        while True:
+            await cache.refresh(session)
+            try:
+                # Only while the prompt is up does output go through prompt_toolkit (above the
+                # line being typed); a command's own output is written straight out, in order.
+                with patch_stdout(raw=True):
                     line = await trio.to_thread.run_sync(prompt.prompt, PROMPT)
-                except KeyboardInterrupt:
-                    continue
-                except EOFError:
-                    session.print("")
-                    break
-                status = await session.run_line(line)
-                if status == Status.QUIT:
-                    break
-            nursery.cancel_scope.cancel()
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                session.print("")
+                break
+            status = await session.run_line(line)
+            if status == Status.QUIT:
+                break
+        nursery.cancel_scope.cancel()
     return 0

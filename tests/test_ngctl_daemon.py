@@ -4,6 +4,7 @@ clients share it, and the output is the same as with ngctl's own graph."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -139,6 +140,20 @@ def test_interactive_ngctl_on_a_daemon(tmp_path: Path) -> None:
         child.expect_exact("0000:  01 02 03")
         child.sendline("msg e nodeinfo")
         child.expect_exact('Args:\t{ type="echo" id=0x2 hooks=1 }')
+        child.expect(PROMPT)
+        # Data that arrives while a line is half typed prints above it; the line survives.
+        child.sendline("mkpeer hub h in")
+        child.expect(PROMPT)
+        child.sendline("name h hub1")
+        child.expect(PROMPT)
+        child.send("show")
+        child.expect("show")
+        nghook = [sys.executable, "-m", "ngctl.nghook", "-s", str(sock), "hub1:", "x"]
+        subprocess.run(nghook, input=b"idle data", check=True, cwd=ROOT, timeout=30)
+        child.expect_exact('Rec\'d data packet on hook "h":')
+        child.expect_exact("idle data")
+        child.sendline(" -n .")
+        child.expect("Name: tty")
         child.expect(PROMPT)
         child.sendcontrol("d")
         child.expect(pexpect.EOF)
