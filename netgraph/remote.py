@@ -38,34 +38,14 @@ from typing import Any, Final
 import attrs
 import trio
 
-from . import cmdlist, wire
-from .errors import NetgraphError, ParseError
+from . import wire
+from .errors import NetgraphError
 from .item import Item
 from .message import (
-    GENERIC_COOKIE,
-    NGM_ASCII2BINARY,
-    NGM_BINARY2ASCII,
-    NGM_CONNECT,
-    NGM_LISTHOOKS,
-    NGM_LISTNAMES,
-    NGM_LISTNODES,
-    NGM_LISTTYPES,
-    NGM_MKPEER,
-    NGM_NAME,
-    NGM_NODEINFO,
-    NGM_RMHOOK,
-    NGM_SHUTDOWN,
-    ConnectArgs,
-    HookList,
     Message,
-    MkPeerArgs,
-    NameArgs,
-    NameList,
-    NodeInfo,
-    RmHookArgs,
-    TypeList,
 )
 from .node import Node
+from .owner import Owner
 from .path import format_id
 from .peercred import check_peer, peer_credentials
 
@@ -108,7 +88,7 @@ def _copy(err: NetgraphError) -> NetgraphError:
     return NetgraphError(err.errno or errno.ENOTCONN, err.detail)
 
 
-class RemoteSocket:
+class RemoteSocket(Owner):
     """A socket node in a graph daemon, driven over its control socket. Made by :func:`connect`."""
 
     def __init__(
@@ -212,45 +192,6 @@ class RemoteSocket:
             raise NetgraphError(errno.ENOTCONN, "no reply")  # pragma: no cover
         return waiter.reply
 
-    async def send_ascii(self, path: str, line: str) -> int:
-        """``NgSendAsciiMsg``: ``line`` converted by the node at ``path``, then sent there."""
-        return await self.send_msg(path, await self.to_binary(path, line))
-
-    async def request_ascii(self, path: str, line: str) -> tuple[Message, str]:
-        """Send ``line`` and wait for the reply; the reply and its arguments as text."""
-        msg = await self.to_binary(path, line)
-        reply = await self.request(path, msg.typecookie, msg.cmd, msg.args, cmdstr=msg.cmdstr)
-        return reply, await self.to_ascii(path, reply)
-
-    async def to_binary(self, path: str, line: str) -> Message:
-        """``command args...`` as a message (arguments as bytes), converted by the node at
-        ``path`` (ASCII2BINARY)."""
-        name, args, offset = cmdlist.split_command(line)
-        if not name:
-            raise ParseError(errno.EINVAL, "a command name is required", line, 0)
-        try:
-            reply = await self.request(
-                path, GENERIC_COOKIE, NGM_ASCII2BINARY, Message(0, 0, args, name),
-                cmdstr="ascii2binary",
-            )  # fmt: skip
-        except ParseError as err:
-            raise err.shifted(line[:offset]) from None
-        converted: Message = reply.args
-        return attrs.evolve(converted, token=0)
-
-    async def to_ascii(self, path: str, msg: Message) -> str:
-        """The arguments of ``msg`` as text, converted by the node at ``path`` (BINARY2ASCII)."""
-        reply = await self.request(
-            path, GENERIC_COOKIE, NGM_BINARY2ASCII, msg, cmdstr="binary2ascii"
-        )
-        text: str = reply.args.args
-        return text
-
-    async def recv_ascii(self) -> tuple[str, Message, str]:
-        """``NgRecvAsciiMsg``: the next message, its sender, and its arguments as text."""
-        path, msg = await self.recv_msg()
-        return path, msg, await self.to_ascii(path, msg)
-
     async def recv_msg(self) -> tuple[str, Message]:
         """The next message that was not a matched reply, with its sender's ``[id]:`` path."""
         while not self._msgs:
@@ -294,47 +235,10 @@ class RemoteSocket:
 
     # ------------------------------------------------------------ generic operations
 
-    async def _generic(self, path: str, cmd: int, name: str, args: Any = None) -> None:
-        await self.send_msg(path, Message(GENERIC_COOKIE, cmd, args, name, 0, 0))
-
-    async def mkpeer(self, path: str, type_name: str, ourhook: str, peerhook: str) -> None:
-        await self._generic(path, NGM_MKPEER, "mkpeer", MkPeerArgs(type_name, ourhook, peerhook))
-
-    async def connect(self, path: str, peerpath: str, ourhook: str, peerhook: str) -> None:
-        """CONNECT sent to ``path``: ``peerpath`` is relative to the node at ``path``."""
-        args = ConnectArgs(peerpath, ourhook, peerhook)
-        await self._generic(path, NGM_CONNECT, "connect", args)
-
     async def name_node(self, path: str, name: str) -> None:
-        await self._generic(path, NGM_NAME, "name", NameArgs(name))
+        await super().name_node(path, name)
         if path in (".", self.path, format_id(self._id)):
             self._name = name
-
-    async def rmhook(self, path: str, hook: str) -> None:
-        await self._generic(path, NGM_RMHOOK, "rmhook", RmHookArgs(hook))
-
-    async def shutdown(self, path: str) -> None:
-        await self._generic(path, NGM_SHUTDOWN, "shutdown")
-
-    async def nodeinfo(self, path: str = ".") -> NodeInfo:
-        reply = await self.request(path, GENERIC_COOKIE, NGM_NODEINFO, cmdstr="nodeinfo")
-        return reply.args  # type: ignore[no-any-return]
-
-    async def listhooks(self, path: str = ".") -> HookList:
-        reply = await self.request(path, GENERIC_COOKIE, NGM_LISTHOOKS, cmdstr="listhooks")
-        return reply.args  # type: ignore[no-any-return]
-
-    async def listnodes(self) -> NameList:
-        reply = await self.request(".", GENERIC_COOKIE, NGM_LISTNODES, cmdstr="listnodes")
-        return reply.args  # type: ignore[no-any-return]
-
-    async def listnames(self) -> NameList:
-        reply = await self.request(".", GENERIC_COOKIE, NGM_LISTNAMES, cmdstr="listnames")
-        return reply.args  # type: ignore[no-any-return]
-
-    async def listtypes(self) -> TypeList:
-        reply = await self.request(".", GENERIC_COOKIE, NGM_LISTTYPES, cmdstr="listtypes")
-        return reply.args  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         """Close the connection; the daemon shuts the socket node down (its hooks go with it)."""
