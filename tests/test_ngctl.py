@@ -119,7 +119,7 @@ async def test_show_list_types_byte_for_byte(ngctl: tuple[Session, Capture]) -> 
     await s.run_line("types")
     out = cap.take()[0]
     assert out[:3] == [
-        "There are 6 total types:",
+        "There are 7 total types:",
         "      Type name   Number of living nodes",
         "      ---------   ----------------------",
     ]
