@@ -7,12 +7,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean sysdeps
 
-# System packages the tests use (Graphviz for ngctl's dot), installed where we may (root).
-SYSPKGS := graphviz
+# System packages the tests and benchmarks use, installed where we may (as root): Graphviz
+# for ngctl's dot, socat as the relay benchmark's reference. Each is "command:package".
+SYSPKGS := dot:graphviz socat:socat
 sysdeps:
-	@if [ "$$(id -u)" = 0 ] && ! command -v dot >/dev/null 2>&1; then \
-		echo "installing $(SYSPKGS)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null; \
+	@missing=""; for pair in $(SYSPKGS); do \
+		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		echo "installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml
