@@ -227,8 +227,13 @@ class Node:
 
         async def run() -> None:
             try:
+                if scope.cancel_called:
+                    return  # the node shut down before the task began
                 with scope:
                     await fn(*args)
+            except Exception as exc:
+                # A bug in a node's task ends that task, not the graph.
+                delivery.handler_failed(self, exc)
             finally:
                 self._scopes.discard(scope)
 

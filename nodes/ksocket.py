@@ -20,6 +20,7 @@ symbolic levels and names (``SOL_SOCKET``, ``SO_REUSEADDR``) are read besides nu
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final
@@ -160,6 +161,7 @@ class KsocketNode(Node):
         # Set once the socket has a peer: a stream socket reads only then; a datagram socket
         # tags what it reads with the source only until then.
         self.peered = trio.Event()
+        self.failed = 0  # the errno of a connect that failed
 
     # ------------------------------------------------------------------------- hooks
 
@@ -180,7 +182,7 @@ class KsocketNode(Node):
         if self.parent is not None:
             self.parent.embryos.discard(self)  # hooked: no longer the parent's embryo
             self.parent = None
-        self.start_task(self._receive, hook)
+        self.start_task(self._receive, hook, self._socket())
 
     def shutdown(self) -> None:
         for embryo in list(self.embryos):
@@ -199,9 +201,8 @@ class KsocketNode(Node):
 
     # ------------------------------------------------------------------ socket to graph
 
-    async def _receive(self, hook: Hook) -> None:
+    async def _receive(self, hook: Hook, sock: socket.socket) -> None:
         """What the socket receives goes out of the hook, until the stream ends."""
-        sock = self._socket()
         stream = self.kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET)
         if stream and not self.peered.is_set():
             await self.peered.wait()  # a listening or unconnected stream socket reads nothing
@@ -251,6 +252,9 @@ class KsocketNode(Node):
                 except OSError as err:
                     raise NetgraphError(err.errno or errno.EIO, str(err)) from None
                 return
+            if not self.peered.is_set() and self.connecting is not None:
+                # Connecting: hold the sender until the connection is made (or fails).
+                await self.peered.wait()
             view = memoryview(item)
             while view:
                 try:
@@ -259,14 +263,20 @@ class KsocketNode(Node):
                     await trio.lowlevel.wait_writable(sock)
                     continue
                 except OSError as err:
-                    raise NetgraphError(err.errno or errno.EIO, f"send: {err.strerror}") from None
+                    code = err.errno or errno.EIO
+                    if code == errno.EPIPE and (self.failed or not self.peered.is_set()):
+                        code = errno.ENOTCONN  # never connected: FreeBSD says ENOTCONN
+                    raise NetgraphError(code, f"send: {os.strerror(code)}") from None
                 view = view[sent:]
             return
         destination = tags_of(item).get(SOCKADDR_TAG)
+        address = None
+        if destination is not None and destination[0] in (0, self.id):
+            address = self._python_address(sock, destination[1])
         while True:
             try:
-                if destination is not None and destination[0] in (0, self.id):
-                    sock.sendto(item, destination[1].to_python())
+                if address is not None:
+                    sock.sendto(item, address)
                 else:
                     sock.send(item)
                 return
@@ -334,9 +344,11 @@ class KsocketNode(Node):
     async def _finish_connect(self, sock: socket.socket) -> None:
         await trio.lowlevel.wait_writable(sock)
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code == 0:
-            self.peered.set()
         pending, self.connecting = self.connecting, None
+        # Either way, senders held while connecting go on (to send, or to hear the error).
+        self.peered.set()
+        if code:
+            self.failed = code
         if pending is not None:
             self.respond(pending[0], pending[1], code)
 

@@ -65,6 +65,8 @@ class SockAddr:
                 family, struct.pack("!HI", port, flowinfo) + ip.packed + struct.pack("=I", scope)
             )
         if family == socket.AF_UNIX:
+            if address is None:
+                return cls(family, b"")  # an unbound peer has no name
             path = address if isinstance(address, bytes) else str(address).encode()
             return cls(family, path)
         raise NetgraphError(errno.EAFNOSUPPORT, f"address family {family} is not supported")
@@ -135,9 +137,15 @@ def _parse_inet6(text: str) -> SockAddr:
     except ValueError:
         raise ValueProblem(errno.EINVAL, f"{host!r} is not an IPv6 address", 7) from None
     scope = 0
-    if scope_text:
-        if scope_text.isdigit():
+    if "%" in inside:
+        if not scope_text:
+            raise ValueProblem(
+                errno.EINVAL, "nothing after '%' in the inet6 address", 8 + len(host)
+            )
+        if scope_text.isdigit() and scope_text.isascii():
             scope = int(scope_text)
+            if scope >= 2**32:
+                raise ValueProblem(errno.EINVAL, f"scope {scope} is out of range", 8 + len(host))
         else:
             try:
                 scope = socket.if_nametoindex(scope_text)
