@@ -162,9 +162,25 @@ async def deliver_async(chain: Chain, peer: Hook, payload: Any, batch: bool) -> 
     global _driving
     node = peer.node
     node._readers += 1
+    _driving = chain
+    if node.handlers_woken_by_close:
+        try:
+            if batch:
+                await node.rcvbatch(peer, payload)
+            else:
+                await node.rcvdata(peer, payload)
+        except NetgraphError as err:
+            chain.fail(err)
+        except Exception as exc:
+            chain.fail(handler_failed(node, exc))
+        finally:
+            _driving = None
+            node._readers -= 1
+            if not node._readers and node._queue:
+                node._wake()
+        return
     scope = trio.CancelScope()
     node._scopes.add(scope)
-    _driving = chain
     try:
         with scope:
             if batch:

@@ -73,6 +73,10 @@ class Node:
     # (the gate of spec 1.12). The socket node, whose handler only waits for its owner to read,
     # lets its owner's messages through instead of deadlocking it.
     readers_block_writers: ClassVar[bool] = True
+    # Coroutine handlers run in a cancel scope of the node so that shutdown releases their
+    # senders. A type whose handlers wait only on the node's own file descriptors, which its
+    # shutdown closes (waking them with an error), can say so and save that cost per item.
+    handlers_woken_by_close: ClassVar[bool] = False
     # Set for each subclass: whether rcvdata/rcvbatch are coroutine functions.
     _async_rcv: ClassVar[bool] = False
 

@@ -130,6 +130,9 @@ _SOCKOPT: Final = Struct(SockOpt)
 
 class KsocketNode(Node):
     typecookie = KSOCKET_COOKIE
+    # rcvdata waits only on this node's socket (closed by shutdown) and on ``peered`` (set by
+    # shutdown): no cancel scope per item is needed to release a sender.
+    handlers_woken_by_close = True
     cmdlist = (
         Cmd(KSOCKET_COOKIE, NGM_KSOCKET_BIND, "bind", SOCKADDR, None,
             "Bind the socket to an address"),
@@ -152,6 +155,7 @@ class KsocketNode(Node):
     def constructor(self) -> None:
         self.sock: socket.socket | None = None
         self.kind = 0
+        self.stream = False
         self.cloned = False
         self.parent: KsocketNode | None = None
         self.embryos: set[KsocketNode] = set()
@@ -177,6 +181,7 @@ class KsocketNode(Node):
             raise NetgraphError(err.errno or errno.EINVAL, f"socket({hook.name}): {err}") from None
         sock.setblocking(False)
         self.sock, self.kind = sock, kind
+        self.stream = kind == socket.SOCK_STREAM
 
     def connect(self, hook: Hook) -> None:
         if self.parent is not None:
@@ -185,6 +190,7 @@ class KsocketNode(Node):
         self.start_task(self._receive, hook, self._socket())
 
     def shutdown(self) -> None:
+        self.peered.set()  # senders held while connecting go on, and hear the socket is gone
         for embryo in list(self.embryos):
             self.graph.rmnode(embryo)
         if self.parent is not None:
@@ -206,6 +212,7 @@ class KsocketNode(Node):
         stream = self.kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET)
         if stream and not self.peered.is_set():
             await self.peered.wait()  # a listening or unconnected stream socket reads nothing
+        unyielding = 0  # reads in a row that did not have to wait (and so did not yield)
         while hook.peer is not None:
             try:
                 if stream or self.peered.is_set():
@@ -215,7 +222,11 @@ class KsocketNode(Node):
                     data, address = sock.recvfrom(RECV_SIZE)
                     source = SockAddr.from_python(sock.family, address)
             except (BlockingIOError, InterruptedError):
-                await trio.lowlevel.wait_readable(sock)
+                unyielding = 0
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except (trio.ClosedResourceError, ValueError):
+                    return  # shut down while waiting
                 continue
             except OSError:
                 if not stream:
@@ -230,7 +241,11 @@ class KsocketNode(Node):
                     await self._emit(hook, b"")
                 return
             await self._emit(hook, data)
-            await trio.lowlevel.checkpoint()
+            unyielding += 1
+            if unyielding >= 16:
+                # A socket that always has more would otherwise never let other tasks run.
+                unyielding = 0
+                await trio.lowlevel.checkpoint()
 
     async def _emit(self, hook: Hook, data: Item) -> None:
         try:
@@ -244,8 +259,10 @@ class KsocketNode(Node):
     # ------------------------------------------------------------------ graph to socket
 
     async def rcvdata(self, hook: Hook, item: Item) -> None:
-        sock = self._socket()
-        if self.kind == socket.SOCK_STREAM:
+        sock = self.sock
+        if sock is None:
+            sock = self._socket()  # raises ENXIO
+        if self.stream:
             if not item:
                 try:
                     sock.shutdown(socket.SHUT_WR)  # the end of the stream, passed on
@@ -260,7 +277,7 @@ class KsocketNode(Node):
                 try:
                     sent = sock.send(view)
                 except (BlockingIOError, InterruptedError):
-                    await trio.lowlevel.wait_writable(sock)
+                    await self._writable(sock)
                     continue
                 except OSError as err:
                     code = err.errno or errno.EIO
@@ -281,9 +298,16 @@ class KsocketNode(Node):
                     sock.send(item)
                 return
             except (BlockingIOError, InterruptedError):
-                await trio.lowlevel.wait_writable(sock)
+                await self._writable(sock)
             except OSError as err:
                 raise NetgraphError(err.errno or errno.EIO, f"send: {err.strerror}") from None
+
+    async def _writable(self, sock: socket.socket) -> None:
+        try:
+            await trio.lowlevel.wait_writable(sock)
+        except (trio.ClosedResourceError, ValueError):
+            self.stats.dropped += 1
+            raise NetgraphError(errno.EIO, f"ksocket {self.path} shut down while sending") from None
 
     async def rcvbatch(self, hook: Hook, items: Sequence[Item]) -> None:
         for item in items:
@@ -378,6 +402,7 @@ class KsocketNode(Node):
         clone = self.graph.make_node(self.type_name)
         assert isinstance(clone, KsocketNode)
         clone.sock, clone.kind, clone.cloned, clone.parent = conn, self.kind, True, self
+        clone.stream = self.stream
         clone.peered.set()
         self.embryos.add(clone)
         pending, self.accepting = self.accepting, None
