@@ -363,13 +363,41 @@ async def msg_cmd(s: Session, w: Words) -> Status:
     offset = w.offset + (words[1][1] if len(words) > 1 else 0)
     try:
         msg = await s.sock.to_binary(path, text)
-        target = (await s.sock.nodeinfo(path)).id
-        reply = await s.reply_to(path, msg.typecookie, msg.cmd, msg.args, msg.cmdstr)
+        info = await s.sock.nodeinfo(path)
+        if expects_reply(info.type, msg):
+            reply = await s.reply_to(path, msg.typecookie, msg.cmd, msg.args, msg.cmdstr)
+        else:
+            await s.sock.send_msg(path, msg)
+            reply = None
     except NetgraphError as err:
         return s.fail("send msg", err, Words(w.args, w.rest, w.line, offset))
     if reply is not None:
-        await s.show_reply(f"[{target:x}]:", reply)
+        await s.show_reply(f"[{info.id:x}]:", reply)
     return Status.OK
+
+
+_registry: Any = None
+
+
+def expects_reply(type_name: str, msg: Any) -> bool:
+    """Whether ``msg`` to a node of ``type_name`` gets a reply worth waiting for: the cmdlist
+    says so (a reply type, or NGM_HASREPLY). Commands the cmdlist does not know are waited for
+    (echo answers anything)."""
+    global _registry
+    from netgraph.cmdlist import cmdlist_of
+    from netgraph.message import NGM_HASREPLY
+    from netgraph.types import TypeRegistry
+
+    if msg.cmd & NGM_HASREPLY:
+        return True
+    if _registry is None:
+        _registry = TypeRegistry()
+    try:
+        node_type = _registry.get(type_name)
+    except NetgraphError:
+        return True
+    cmd = cmdlist_of(node_type)[1].get((msg.typecookie, msg.cmd))
+    return cmd is None or cmd.reply is not None
 
 
 async def name_cmd(s: Session, w: Words) -> Status:

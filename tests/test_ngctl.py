@@ -420,3 +420,24 @@ async def test_spec_section_8_lines(ngctl: tuple[Session, Capture]) -> None:
         'No config available for "fred:"',
         "  Name: fred            Type: hub             ID: 00000002   Num hooks: 1",
     ]
+
+
+async def test_msg_waits_only_for_replies_that_come(autojump_clock: object) -> None:
+    """A command whose cmdlist entry has no reply (bind, setconfig...) is not waited for;
+    one with a reply is. Virtual time shows which waited (msg_wait is 1000 s here)."""
+    import trio
+
+    async with netgraph.open_graph() as graph:
+        cap = Capture()
+        s = Session(graph.socket("x"), printer=cap, msg_wait=1000)
+        await s.run_line("mkpeer one2many o one")
+        start = trio.current_time()
+        assert await s.run_line("msg o setconfig { xmitAlg=3 failAlg=1 }") == Status.OK
+        assert trio.current_time() - start < 1000
+        assert await s.run_line("msg o getconfig") == Status.OK
+        assert cap.take()[0][0].startswith('Rec\'d response "getconfig"')
+        await s.run_line("mkpeer echo e x")
+        start = trio.current_time()
+        await s.run_line("msg e nodeinfo")  # generic, and flagged as having a reply
+        assert cap.take()[0][1] == 'Args:\t{ type="echo" id=0x3 hooks=1 }'
+        assert trio.current_time() - start < 1000
