@@ -157,47 +157,35 @@ async def deliver_async(chain: Chain, peer: Hook, payload: Any, batch: bool) -> 
     """Await a coroutine handler, counting it as a reader of its node while it runs.
 
     The handler runs in a cancel scope of the node's, so that shutting the node down releases
-    whoever is held by it (with EIO) rather than leaving them waiting on a node that is gone.
+    whoever is held by it (with EIO) rather than leaving them waiting on a node that is gone;
+    types whose handlers wait only on what their shutdown closes skip that cost.
     """
     global _driving
     node = peer.node
     node._readers += 1
+    scope = None if node.handlers_woken_by_close else trio.CancelScope()
+    if scope is not None:
+        node._scopes.add(scope)
     _driving = chain
-    if node.handlers_woken_by_close:
-        try:
-            if batch:
-                await node.rcvbatch(peer, payload)
-            else:
-                await node.rcvdata(peer, payload)
-        except NetgraphError as err:
-            chain.fail(err)
-        except Exception as exc:
-            chain.fail(handler_failed(node, exc))
-        finally:
-            _driving = None
-            node._readers -= 1
-            if not node._readers and node._queue:
-                node._wake()
-        return
-    scope = trio.CancelScope()
-    node._scopes.add(scope)
     try:
-        with scope:
-            if batch:
-                await node.rcvbatch(peer, payload)
-            else:
-                await node.rcvdata(peer, payload)
+        handler = node.rcvbatch(peer, payload) if batch else node.rcvdata(peer, payload)
+        if scope is None:
+            await handler
+        else:
+            with scope:
+                await handler
     except NetgraphError as err:
         chain.fail(err)
     except Exception as exc:
         chain.fail(handler_failed(node, exc))
     finally:
         _driving = None
-        node._scopes.discard(scope)
+        if scope is not None:
+            node._scopes.discard(scope)
         node._readers -= 1
         if not node._readers and node._queue:
             node._wake()
-    if scope.cancelled_caught:
+    if scope is not None and scope.cancelled_caught:
         node.stats.dropped += 1
         chain.fail(NetgraphError(errno.EIO, f"node {node.path} shut down while taking the item"))
 
