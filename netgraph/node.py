@@ -25,7 +25,7 @@ import trio
 from . import delivery
 from .errors import NetgraphError
 from .item import Item
-from .message import Cmd, Message
+from .message import GENERIC_COOKIE, NG_TEXTRESPONSE, NGM_TEXT_STATUS, Cmd, Message
 from .path import format_id
 
 if TYPE_CHECKING:
@@ -140,6 +140,13 @@ class Node:
         """Handle a control message from node ID ``retaddr`` (arrived by ``lasthook`` if sent
         along a path); return the reply's arguments, or None for no reply. Replies and late
         replies sent with ``respond`` arrive here too (``msg.is_response``)."""
+        if (
+            msg.typecookie == GENERIC_COOKIE
+            and msg.cmd == NGM_TEXT_STATUS
+            and not msg.is_response
+            and (text := self.status_text()) is not None
+        ):
+            return text[: NG_TEXTRESPONSE - 1]  # a text reply is shorter than 1 KiB (spec 1.7)
         raise NetgraphError(
             errno.EINVAL, f"node type {self.type_name or type(self).__name__} has no {msg.cmdstr!r}"
         )
@@ -152,6 +159,10 @@ class Node:
 
     def shutdown(self) -> None:
         """The node has no hooks left and is going away; call ``revive()`` to persist."""
+
+    def status_text(self) -> str | None:
+        """What ``ngctl status`` shows (TEXT_STATUS); None: the type has no status."""
+        return None
 
     def lingers(self) -> bool:
         """Whether the node stays when its last hook goes (instance-level switch)."""

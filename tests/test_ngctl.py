@@ -441,3 +441,21 @@ async def test_msg_waits_only_for_replies_that_come(autojump_clock: object) -> N
         await s.run_line("msg e nodeinfo")  # generic, and flagged as having a reply
         assert cap.take()[0][1] == 'Args:\t{ type="echo" id=0x3 hooks=1 }'
         assert trio.current_time() - start < 1000
+
+
+async def test_status_of_a_type_that_has_one() -> None:
+    """A node type that overrides status_text answers TEXT_STATUS (FreeBSD's own types here
+    have none, so ngctl says "No status available" for them, as in spec section 8)."""
+
+    class Talker(netgraph.Node):
+        def status_text(self) -> str:
+            return "all is well\nsecond line"
+
+    types = netgraph.TypeRegistry()
+    types.register("talker", Talker)
+    async with netgraph.open_graph(types=types) as graph:
+        cap = Capture()
+        s = Session(graph.socket("x"), printer=cap)
+        await s.run_line("mkpeer talker t in")
+        assert await s.run_line("status t") == Status.OK
+        assert cap.take()[0] == ['Status for "t":', "all is well", "second line"]
