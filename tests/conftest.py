@@ -12,6 +12,22 @@ import netgraph
 from netgraph import Hook, Item, Message, Node, TypeRegistry
 
 
+class Capture:
+    """Stands in for ngctl's printer: collects what it prints, stdout and stderr apart."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.err: list[str] = []
+
+    def __call__(self, text: str, *, err: bool = False) -> None:
+        (self.err if err else self.out).extend(text.split("\n"))
+
+    def take(self) -> tuple[list[str], list[str]]:
+        out, err = self.out, self.err
+        self.out, self.err = [], []
+        return out, err
+
+
 class Recorder(Node):
     """Records what happens to it, in order, in ``self.events``; forwards ``in`` to ``out``."""
 

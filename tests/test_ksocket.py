@@ -37,6 +37,7 @@ from nodes.ksocket import (
     parse_hook_name,
 )
 from nodes.sockaddr import SOCKADDR, SockAddr
+from tests.conftest import Capture
 
 ROOT = Path(__file__).parent.parent
 KS = KSOCKET_COOKIE
@@ -137,20 +138,6 @@ async def plain_tcp_server(family: int, host: str) -> tuple[tsocket.SocketType, 
     await srv.bind((host, 0))
     srv.listen(8)
     return srv, srv.getsockname()[1]
-
-
-class Capture:
-    def __init__(self) -> None:
-        self.out: list[str] = []
-        self.err: list[str] = []
-
-    def __call__(self, text: str, *, err: bool = False) -> None:
-        (self.err if err else self.out).extend(text.split("\n"))
-
-    def take(self) -> tuple[list[str], list[str]]:
-        out, err = self.out, self.err
-        self.out, self.err = [], []
-        return out, err
 
 
 @pytest.fixture

@@ -15,22 +15,9 @@ import netgraph
 from ngctl.commands import LookupProblem, Session, Status, lookup
 from ngctl.main import EX_NOINPUT, EX_OSERR, EX_USAGE
 from ngctl.output import hexdump
+from tests.conftest import Capture
 
 ROOT = Path(__file__).parent.parent
-
-
-class Capture:
-    def __init__(self) -> None:
-        self.out: list[str] = []
-        self.err: list[str] = []
-
-    def __call__(self, text: str, *, err: bool = False) -> None:
-        (self.err if err else self.out).extend(text.split("\n"))
-
-    def take(self) -> tuple[list[str], list[str]]:
-        out, err = self.out, self.err
-        self.out, self.err = [], []
-        return out, err
 
 
 @pytest.fixture
