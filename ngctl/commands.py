@@ -241,13 +241,21 @@ async def _text_query(s: Session, w: Words, cmd: int, label: str, noun: str) -> 
     return Status.OK
 
 
+def with_path(args: Sequence[str], count: int) -> tuple[str, ...] | None:
+    """FreeBSD's optional leading path, chosen by the number of arguments: ``count`` of them
+    means the path is ``.``; one more means the first is the path; else None (usage)."""
+    if len(args) == count:
+        return (".", *args)
+    if len(args) == count + 1:
+        return tuple(args)
+    return None
+
+
 async def connect_cmd(s: Session, w: Words) -> Status:
-    if len(w.args) == 3:
-        path, (relpath, hook, peerhook) = ".", w.args
-    elif len(w.args) == 4:
-        path, relpath, hook, peerhook = w.args
-    else:
+    args = with_path(w.args, 3)
+    if args is None:
         return Status.USAGE
+    path, relpath, hook, peerhook = args
     try:
         await s.sock.connect(path, relpath, hook, peerhook)
     except NetgraphError as err:
@@ -340,12 +348,10 @@ async def list_cmd(s: Session, w: Words) -> Status:
 
 
 async def mkpeer_cmd(s: Session, w: Words) -> Status:
-    if len(w.args) == 3:
-        path, (type_name, hook, peerhook) = ".", w.args
-    elif len(w.args) == 4:
-        path, type_name, hook, peerhook = w.args
-    else:
+    args = with_path(w.args, 3)
+    if args is None:
         return Status.USAGE
+    path, type_name, hook, peerhook = args
     try:
         await s.sock.mkpeer(path, type_name, hook, peerhook)
     except NetgraphError as err:
@@ -433,12 +439,10 @@ async def read_cmd(s: Session, w: Words) -> Status:
 
 
 async def rmhook_cmd(s: Session, w: Words) -> Status:
-    if len(w.args) == 1:
-        path, hook = ".", w.args[0]
-    elif len(w.args) == 2:
-        path, hook = w.args
-    else:
+    args = with_path(w.args, 1)
+    if args is None:
         return Status.USAGE
+    path, hook = args
     try:
         await s.sock.rmhook(path, hook)
     except NetgraphError as err:
