@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 # System packages the tests and benchmarks use, installed where we may (as root): Graphviz
 # for ngctl's dot, socat as the relay benchmark's reference. Each is "command:package".
-SYSPKGS := dot:graphviz socat:socat
+SYSPKGS := dot:graphviz socat:socat ping:iputils-ping ip:iproute2 curl:curl
 sysdeps:
 	@missing=""; for pair in $(SYSPKGS); do \
 		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
