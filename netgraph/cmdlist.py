@@ -18,7 +18,15 @@ from .parse import ParseType, ValueProblem
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["cmdlist_of", "decode_args", "encode_args", "find_cmd", "split_command"]
+__all__ = [
+    "cmdlist_of",
+    "decode_args",
+    "encode_args",
+    "expects_reply",
+    "find_cmd",
+    "installed_type",
+    "split_command",
+]
 
 BLANKS: Final = " \t\n\r\f\v"
 
@@ -49,6 +57,39 @@ def find_cmd(node_type: type[Node], msg: Message) -> Cmd:
             f" cmd {msg.cmd}",
         )
     return cmd
+
+
+_installed: Any = None
+
+
+def installed_type(type_name: str) -> type[Node] | None:
+    """The class of ``type_name`` as installed here (entry points), or None. A client of a
+    graph daemon uses it to read the cmdlist of a remote node's type."""
+    global _installed
+    from .types import TypeRegistry
+
+    if _installed is None:
+        _installed = TypeRegistry()
+    try:
+        cls: type[Node] = _installed.get(type_name)
+    except NetgraphError:
+        return None
+    return cls
+
+
+def expects_reply(type_name: str, msg: Message) -> bool:
+    """Whether ``msg`` to a node of ``type_name`` gets a reply worth waiting for: the cmdlist
+    says so (a reply type, or NGM_HASREPLY). Commands the cmdlist does not know are waited for
+    (echo answers anything)."""
+    from .message import NGM_HASREPLY
+
+    if msg.cmd & NGM_HASREPLY:
+        return True
+    node_type = installed_type(type_name)
+    if node_type is None:
+        return True
+    cmd = cmdlist_of(node_type)[1].get((msg.typecookie, msg.cmd))
+    return cmd is None or cmd.reply is not None
 
 
 def split_command(line: str) -> tuple[str, str, int]:

@@ -32,6 +32,7 @@ from .message import (
     NGM_LISTNAMES,
     NGM_LISTNODES,
     NGM_LISTTYPES,
+    NGM_MKNODE,
     NGM_MKPEER,
     NGM_NAME,
     NGM_NODEINFO,
@@ -43,6 +44,7 @@ from .message import (
     HookList,
     LinkInfo,
     Message,
+    MkNodeArgs,
     MkPeerArgs,
     NameArgs,
     NameList,
@@ -218,6 +220,18 @@ class Graph:
                 self.rmnode(peer, really=True)
                 raise
         return peer
+
+    def mknode(self, type_name: str, name: str = "") -> Node:
+        """MKNODE (ours): a new node with no hooks, named ``name`` unless that is empty. It stays
+        until shut down or until its last hook goes, once it has had one (spec 1.11)."""
+        if name:
+            check_node_name(name)
+            if name in self.names:
+                raise NetgraphError(errno.EADDRINUSE, f"name {name!r} is in use")
+        node = self.make_node(type_name)
+        if name:
+            self.name_node(node, name)
+        return node
 
     def connect(self, node: Node, path: str, ourhook: str, peerhook: str) -> None:
         """CONNECT: link ``ourhook`` here to ``peerhook`` on the node at ``path`` (from here)."""
@@ -426,6 +440,9 @@ class Graph:
             a = _args(msg, MkPeerArgs)
             self.mkpeer(node, a.type, a.ourhook, a.peerhook)
             return None
+        if cmd == NGM_MKNODE:
+            m = _args(msg, MkNodeArgs)
+            return self.nodeinfo(self.mknode(m.type, m.name))
         if cmd == NGM_CONNECT:
             c = _args(msg, ConnectArgs)
             self.connect(node, c.path, c.ourhook, c.peerhook)

@@ -52,6 +52,7 @@ __all__ = [
     "LinkInfo",
     "Message",
     "MessageType",
+    "MkNodeArgs",
     "MkPeerArgs",
     "NameArgs",
     "NameList",
@@ -95,6 +96,9 @@ NGM_TEXT_STATUS: Final = 11 | RO_HR
 NGM_BINARY2ASCII: Final = 12 | RO_HR
 NGM_ASCII2BINARY: Final = 13 | RO_HR
 NGM_TEXT_CONFIG: Final = 14
+# Ours, not FreeBSD's: make a node with no hooks (graph files need nodes before their links).
+# Far from FreeBSD's numbers so that a new one of theirs cannot collide.
+NGM_MKNODE: Final = 64 | NGM_HASREPLY
 
 # struct ng_mesg header: version, spare, spare2, arglen, cmd, flags, token, typecookie, cmdstr.
 HEADER: Final = struct.Struct("=BBHIIIII32s")
@@ -156,6 +160,10 @@ class Cmd:
     reply: ParseType | None = None
     # What ngctl's help says about it (optional).
     summary: str = ""
+    # The command that takes this one's reply, as it is, to recreate the node's configuration
+    # (a getter names its setter: ``getcfg`` restores with ``setcfg``). Graph files saved from a
+    # running graph record each node's configuration this way.
+    restore: str = ""
 
 
 # Arguments and replies of the generic messages. Field names are the ASCII names of spec
@@ -168,6 +176,12 @@ class MkPeerArgs:
     type: str = field(TYPEBUF)
     ourhook: str = field(HOOKBUF)
     peerhook: str = field(HOOKBUF)
+
+
+@attrs.frozen
+class MkNodeArgs:
+    type: str = field(TYPEBUF)
+    name: str = field(NODEBUF)
 
 
 @attrs.frozen
@@ -322,4 +336,6 @@ GENERIC_CMDLIST: Final[tuple[Cmd, ...]] = (
     Cmd(GENERIC_COOKIE, NGM_ASCII2BINARY, "ascii2binary", NG_MESG, NG_MESG),
     # FreeBSD: no ASCII request type, a string reply.
     Cmd(GENERIC_COOKIE, NGM_TEXT_CONFIG, "textconfig", None, STRING),
+    Cmd(GENERIC_COOKIE, NGM_MKNODE, "mknode", Struct(MkNodeArgs), Struct(NodeInfo),
+        "Make a node of a type, with no hooks, and optionally name it (not in FreeBSD)"),
 )

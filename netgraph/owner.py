@@ -24,6 +24,7 @@ from .message import (
     NGM_LISTNAMES,
     NGM_LISTNODES,
     NGM_LISTTYPES,
+    NGM_MKNODE,
     NGM_MKPEER,
     NGM_NAME,
     NGM_NODEINFO,
@@ -32,6 +33,7 @@ from .message import (
     ConnectArgs,
     HookList,
     Message,
+    MkNodeArgs,
     MkPeerArgs,
     NameArgs,
     NameList,
@@ -106,6 +108,13 @@ class Owner:
 
     async def mkpeer(self, path: str, type_name: str, ourhook: str, peerhook: str) -> None:
         await self._generic(path, NGM_MKPEER, "mkpeer", MkPeerArgs(type_name, ourhook, peerhook))
+
+    async def mknode(self, type_name: str, name: str = "") -> NodeInfo:
+        """A new node of ``type_name`` with no hooks (our MKNODE), named ``name`` if given."""
+        reply = await self.request(
+            ".", GENERIC_COOKIE, NGM_MKNODE, MkNodeArgs(type_name, name), cmdstr="mknode"
+        )
+        return reply.args  # type: ignore[no-any-return]
 
     async def connect(self, path: str, peerpath: str, ourhook: str, peerhook: str) -> None:
         """CONNECT sent to ``path``: ``peerpath`` is relative to the node at ``path``."""

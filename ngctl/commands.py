@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from netgraph.cmdlist import expects_reply
 from netgraph.errors import NetgraphError, ParseError
 from netgraph.message import (
     GENERIC_COOKIE,
@@ -59,6 +60,9 @@ class Command:
     help: str
     aliases: tuple[str, ...]
     run: Handler
+    # Commands of ours, not FreeBSD's, answer only to their whole name, so that FreeBSD's
+    # prefixes keep meaning what they mean there ("l" is still list).
+    whole_name_only: bool = False
 
 
 class LookupProblem(Exception):
@@ -71,7 +75,8 @@ def lookup(word: str) -> Command:
     found = [
         cmd
         for cmd in COMMANDS
-        if cmd.name.startswith(w) or any(alias.lower().startswith(w) for alias in cmd.aliases)
+        if (cmd.name == w if cmd.whole_name_only else cmd.name.startswith(w))
+        or any(alias.lower().startswith(w) for alias in cmd.aliases)
     ]
     if not found:
         raise LookupProblem(f'"{word}": unknown command')
@@ -382,30 +387,6 @@ async def msg_cmd(s: Session, w: Words) -> Status:
     return Status.OK
 
 
-_registry: Any = None
-
-
-def expects_reply(type_name: str, msg: Any) -> bool:
-    """Whether ``msg`` to a node of ``type_name`` gets a reply worth waiting for: the cmdlist
-    says so (a reply type, or NGM_HASREPLY). Commands the cmdlist does not know are waited for
-    (echo answers anything)."""
-    global _registry
-    from netgraph.cmdlist import cmdlist_of
-    from netgraph.message import NGM_HASREPLY
-    from netgraph.types import TypeRegistry
-
-    if msg.cmd & NGM_HASREPLY:
-        return True
-    if _registry is None:
-        _registry = TypeRegistry()
-    try:
-        node_type = _registry.get(type_name)
-    except NetgraphError:
-        return True
-    cmd = cmdlist_of(node_type)[1].get((msg.typecookie, msg.cmd))
-    return cmd is None or cmd.reply is not None
-
-
 async def name_cmd(s: Session, w: Words) -> Status:
     if len(w.args) != 2:
         return Status.USAGE
@@ -524,6 +505,40 @@ async def write_cmd(s: Session, w: Words) -> Status:
     return Status.OK
 
 
+async def load_cmd(s: Session, w: Words) -> Status:
+    if len(w.args) != 1:
+        return Status.USAGE
+    from netgraph.graphfile import load
+
+    try:
+        await load(s.sock, w.args[0])
+    except NetgraphError as err:
+        s.warn(str(err))
+        context = getattr(err, "context", "")
+        for line in context.splitlines():
+            s.print(f"  {line}", err=True)
+        return Status.ERROR
+    return Status.OK
+
+
+async def save_cmd(s: Session, w: Words) -> Status:
+    if len(w.args) != 1:
+        return Status.USAGE
+    from netgraph.graphfile import save
+
+    try:
+        text = await save(s.sock)
+    except NetgraphError as err:
+        return s.fail("save", err)
+    try:
+        with open(w.args[0], "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        s.warn(f"Could not open {w.args[0]} for writing: {err.strerror}")
+        return Status.ERROR
+    return Status.OK
+
+
 async def quit_cmd(s: Session, w: Words) -> Status:
     return Status.QUIT
 
@@ -550,6 +565,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("list", "list [-ln]", "List the nodes of the graph",
             "Prints one line per node. With -n, only nodes that have names; with -l, each "
             "node's hooks too.", ("ls",), list_cmd),
+    Command("load", "load <file>", "Apply a graph file (YAML) to the graph",
+            "Makes the nodes, links and messages the graph file describes (docs/graph-file.md). "
+            "All or nothing: when a line of the file fails, everything the file made is undone "
+            "and the error names the file, line and column. Not a FreeBSD command: only the "
+            "whole name calls it.", (), load_cmd, whole_name_only=True),
     Command("mkpeer", "mkpeer [path] <type> <hook> <peerhook>",
             "Make a node of type <type> linked to the node at <path>",
             "Makes a new node of type <type> and, in the same step, links its hook <peerhook> "
@@ -569,6 +589,11 @@ COMMANDS: tuple[Command, ...] = (
             "Breaks the link made by hook <hook> of the node at <path>; a hook that is not "
             "there is no error. Without <path>, ngctl's own node is meant.", ("disconnect",),
             rmhook_cmd),
+    Command("save", "save <file>", "Write the graph as a graph file (YAML)",
+            "Writes a graph file that recreates the graph: its nodes, names, links and the "
+            "configuration each node type can report. Socket nodes (ngctl and other clients) "
+            "are left out. Not a FreeBSD command: only the whole name calls it.", (),
+            save_cmd, whole_name_only=True),
     Command("show", "show [-n] <path>", "Describe the node at <path> and its hooks",
             "Prints the node's name, type, ID and hook count, then a table of its hooks and "
             "their peers, unless -n is given.", ("inquire", "info"), show_cmd),

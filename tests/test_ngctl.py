@@ -169,8 +169,8 @@ async def test_help(ngctl: tuple[Session, Capture]) -> None:
     assert out[0] == "Available commands:"
     assert out[1].startswith("  config     ")
     assert [line.split()[0] for line in out[1:]] == [
-        "config", "connect", "debug", "dot", "help", "list", "mkpeer", "msg", "name", "read",
-        "rmhook", "show", "shutdown", "status", "types", "write", "quit",
+        "config", "connect", "debug", "dot", "help", "list", "load", "mkpeer", "msg", "name",
+        "read", "rmhook", "save", "show", "shutdown", "status", "types", "write", "quit",
     ]  # fmt: skip
     await s.run_line("help msg")
     out = cap.take()[0]
