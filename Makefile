@@ -1,4 +1,5 @@
-# `make demo` runs the main job; `make test` runs lint, types and the whole suite.
+# `make demo` runs the main job (examples/monitor.yaml in a graph daemon, with traffic);
+# `make test` runs lint, types and the whole suite.
 # Both create .venv and install the project into it on first use.
 PY ?= python3
 VENV := .venv
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ngctl -n demo -f examples/demo.ngctl
+	$(BIN)/python examples/monitor_demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -42,7 +42,7 @@ import attrs
 import trio
 import yaml
 
-from .cmdlist import cmdlist_of, expects_reply, installed_type, split_command
+from .cmdlist import cmdlist_of, installed_type, split_command
 from .errors import NetgraphError, ParseError, errno_name
 from .message import HookList, NodeInfo
 from .owner import Owner
@@ -68,8 +68,7 @@ _TOP_KEYS: Final = ("version", "nodes", "links", "messages")
 _NODE_KEYS: Final = ("name", "label", "type", "peer", "hook")
 # A message that started something that finishes later (a TCP ksocket's connect) is applied.
 _LATER: Final = (errno.EINPROGRESS,)
-# Seconds to wait for a message's reply while applying, and for the undoing of a failed file.
-REPLY_WAIT: Final = 10.0
+# Seconds the undoing of a failed file may take.
 UNDO_WAIT: Final = 10.0
 
 
@@ -478,7 +477,7 @@ async def _send(owner: Owner, spec: GraphSpec, message: MessageSpec, done: _Appl
     target, _, hooks = message.target.partition(".")
     path = _path(done, target) + hooks
     try:
-        info = await owner.nodeinfo(path)
+        await owner.nodeinfo(path)
     except NetgraphError as err:
         raise _failed(
             spec, message.pos, err, f"no node {message.target!r} for the message"
@@ -492,17 +491,10 @@ async def _send(owner: Owner, spec: GraphSpec, message: MessageSpec, done: _Appl
     except NetgraphError as err:
         raise _failed(spec, message.text_pos, err, f"bad message for {message.target!r}") from None
     try:
-        with trio.fail_after(REPLY_WAIT):
-            if expects_reply(info.type, msg):
-                await owner.request(path, msg.typecookie, msg.cmd, msg.args, cmdstr=msg.cmdstr)
-            else:
-                await owner.send_msg(path, msg)
-    except trio.TooSlowError:
-        command = split_command(message.text)[0]
-        reason = f"{message.target}: no reply to {command} within {REPLY_WAIT} s"
-        raise GraphFileError(
-            errno.ETIMEDOUT, reason, spec.filename, message.text_pos, spec.source
-        ) from None
+        # Sent, not waited on: a node's error comes back from the send, and a reply (which a
+        # command may or may not send: a ksocket's connect answers only when it completes
+        # later) goes to the sender like any late one.
+        await owner.send_msg(path, msg)
     except NetgraphError as err:
         if err.errno in _LATER:
             return

@@ -116,7 +116,9 @@ def encode_message(node_type: type[Node] | None, msg: Message) -> bytes:
         data = bytes(args)
     elif isinstance(args, Message) and _is_conversion(msg):
         inner = args
-        if isinstance(inner.args, str):
+        # Text travels in an ASCII2BINARY request and a BINARY2ASCII reply; the other two carry
+        # a binary message, whose arguments may be text-typed values (a hook name) all the same.
+        if (msg.cmd == NGM_ASCII2BINARY) != msg.is_response and isinstance(inner.args, str):
             inner_data = inner.args.encode("utf-8", "surrogateescape") + b"\0"
         else:
             inner_data = encode_message(node_type, inner)[HEADER.size :]
