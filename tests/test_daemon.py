@@ -247,6 +247,20 @@ async def test_text_messages_and_their_errors(daemon: Daemon, sock_path: Path) -
         assert (msg.cmdstr, text) == ("nodeinfo", f'{{ type="echo" id=0x{echo.id:x} hooks=1 }}')
 
 
+async def test_a_text_typed_argument_converted_by_the_daemon_keeps_its_binary_layout(
+    daemon: Daemon, sock_path: Path
+) -> None:
+    """ASCII2BINARY's reply carries a binary message even when its argument is a hook name (a
+    text-typed value): a hole's getstats "in" reaches the hole as its 32-byte hookbuf."""
+    async with connect(sock_path, "a") as a:
+        await a.mkpeer(".", "hole", "h", "in")
+        await a.send_data("h", b"12345")
+        msg = await a.to_binary("h", 'getstats "in"')
+        assert msg.args == b"in".ljust(32, b"\0")
+        reply, text = await a.request_ascii("h", 'getstats "in"')
+        assert text == "{ frames=1 octets=5 }"
+
+
 # -------------------------------------------------------------------------- lifecycle
 
 
