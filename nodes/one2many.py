@@ -82,6 +82,7 @@ class One2ManyNode(Node):
             None,
             _CONFIG,
             "Get the configuration",
+            restore="setconfig",
         ),
         Cmd(
             ONE2MANY_COOKIE,
