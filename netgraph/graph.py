@@ -223,12 +223,15 @@ class Graph:
 
     def mknode(self, type_name: str, name: str = "") -> Node:
         """MKNODE (ours): a new node with no hooks, named ``name`` unless that is empty. It stays
-        until shut down or until its last hook goes, once it has had one (spec 1.11)."""
+        until it is shut down: losing its hooks does not end it, as a node made on its own was
+        never a link's far end (graph files declare nodes this way, and undoing a failed file
+        must not take them with the links it removes)."""
         if name:
             check_node_name(name)
             if name in self.names:
                 raise NetgraphError(errno.EADDRINUSE, f"name {name!r} is in use")
         node = self.make_node(type_name)
+        node.standalone = True
         if name:
             self.name_node(node, name)
         return node
@@ -299,7 +302,12 @@ class Graph:
             node.disconnect(hook)
         except Exception as exc:
             delivery.handler_failed(node, exc)
-        if not node.hooks and node._valid and not node._closing and not node.lingers():
+        if (
+            not node.hooks
+            and node._valid
+            and not node._closing
+            and not (node.standalone or node.lingers())
+        ):
             self._dying.append(node)
 
     def bypass(self, a: Hook, b: Hook) -> None:

@@ -42,7 +42,7 @@ import attrs
 import trio
 import yaml
 
-from .cmdlist import cmdlist_of, installed_type, split_command
+from .cmdlist import cmdlist_of, split_command
 from .errors import NetgraphError, ParseError, errno_name
 from .message import HookList, NodeInfo
 from .owner import Owner
@@ -144,17 +144,19 @@ class MessageSpec:
     text: str
     pos: Pos
     text_pos: Pos
-    style: str | None
-    indent: int
+    # Where each character of ``text`` was written, and one place past its end.
+    places: tuple[Pos, ...]
 
     def where(self, line: int, column: int) -> Pos:
         """The file position of ``column`` (from 1) on ``line`` (from 1) of the text."""
-        if self.style in ("|", ">"):
-            return Pos(self.text_pos.line + line, self.indent + column)
-        shift = 1 if self.style in ("'", '"') else 0
-        if line == 1:
-            return Pos(self.text_pos.line, self.text_pos.column + shift + column - 1)
-        return Pos(self.text_pos.line + line - 1, column)  # folded plain text: an estimate
+        offset = 0
+        for _ in range(line - 1):
+            found = self.text.find("\n", offset)
+            if found < 0:
+                break
+            offset = found + 1
+        offset = min(offset + column - 1, len(self.places) - 1)
+        return self.places[offset]
 
 
 @attrs.frozen
@@ -253,6 +255,11 @@ def parse(source: str, filename: str = "<graph>") -> GraphSpec:
         mark = err.problem_mark or err.context_mark
         pos = Pos(mark.line + 1, mark.column + 1) if mark else Pos(1, 1)
         raise r.error(pos, f"YAML: {err.problem or err.context}") from None
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow, at an index
+        before = source[: err.position]
+        pos = Pos(before.count("\n") + 1, err.position - (before.rfind("\n") + 1) + 1)
+        character = err.character if isinstance(err.character, int) else ord(err.character)
+        raise r.error(pos, f"YAML: {err.reason} #x{character:04x}") from None
     except yaml.YAMLError as err:
         raise r.error(Pos(1, 1), f"YAML: {err}") from None
     if root is None:
@@ -353,13 +360,89 @@ def _message(r: _Reader, entry: yaml.Node) -> MessageSpec:
     text = r.text(value, "a message")
     if not split_command(text)[0]:
         raise r.error(Pos.of(value), "the message has no command")
-    indent = 0
-    if value.style in ("|", ">"):
-        lines = r.source.splitlines()
-        first = value.start_mark.line + 1
-        body = next((ln for ln in lines[first:] if ln.strip()), "")
-        indent = len(body) - len(body.lstrip(" "))
-    return MessageSpec(target, text, pos, Pos.of(value), value.style, indent)
+    return MessageSpec(target, text, pos, Pos.of(value), _places(r.source, value))
+
+
+_ESCAPES: Final = {"x": 2, "u": 4, "U": 8}
+
+
+def _places(source: str, node: yaml.ScalarNode) -> tuple[Pos, ...]:
+    """Where each character of a scalar's value was written: YAML's quoting, escapes, folding
+    and indentation undone alongside the text. Falls back to the scalar's start for text it
+    cannot follow (it checks itself against the value YAML read)."""
+    start, end = node.start_mark, node.end_mark
+    raw = source[start.index : end.index]
+    places: list[Pos] = []
+    chars: list[str] = []
+    line, column = start.line + 1, start.column + 1
+    marks: list[Pos] = []
+    for ch in raw:  # the file position of every raw character
+        marks.append(Pos(line, column))
+        line, column = (line + 1, 1) if ch == "\n" else (line, column + 1)
+    marks.append(Pos(line, column))
+
+    def put(text: str, at: int) -> None:
+        chars.append(text)
+        places.extend([marks[at]] * len(text))
+
+    style = node.style
+    if style in ("|", ">"):
+        lines = raw.split("\n")
+        body = [ln for ln in lines[1:] if ln.strip()]
+        indent = min((len(ln) - len(ln.lstrip(" ")) for ln in body), default=0)
+        at = len(lines[0]) + 1
+        content = lines[1:]
+        for n, text in enumerate(content):
+            for k, ch in enumerate(text[indent:]):
+                put(ch, at + indent + k)
+            at += len(text) + 1
+            if n < len(content) - 1:
+                after = content[n + 1]
+                # Folded (>): a break between two lines of text at the indent is a space.
+                joins = style == ">" and text.strip() and after.strip() and after[indent] != " "
+                put(" " if joins else "\n", at - 1)
+    else:
+        i = 1 if style in ("'", '"') else 0
+        stop = len(raw) - (1 if style in ("'", '"') else 0)
+        while i < stop:
+            ch = raw[i]
+            if ch in " \t" or ch == "\n":
+                # Folding: spaces around line breaks go; one break is a space, n breaks n-1.
+                j = i
+                while j < stop and raw[j] in " \t\n":
+                    j += 1
+                breaks = raw.count("\n", i, j)
+                if breaks == 0:
+                    put(raw[i:j], i)
+                elif j < stop or style in ("'", '"'):
+                    put("\n" * (breaks - 1) if breaks > 1 else " ", i)
+                i = j
+            elif style == "'" and raw.startswith("''", i):
+                put("'", i)
+                i += 2
+            elif style == '"' and ch == "\\" and i + 1 < stop:
+                code = raw[i + 1]
+                if code == "\n":  # an escaped line break joins the lines
+                    j = i + 2
+                    while j < stop and raw[j] in " \t":
+                        j += 1
+                    i = j
+                    continue
+                width = _ESCAPES.get(code, 0)
+                text = raw[i : i + 2 + width]
+                try:
+                    put(text.encode("latin-1", "backslashreplace").decode("unicode_escape"), i)
+                except UnicodeDecodeError:
+                    put("?", i)
+                i += 2 + width
+            else:
+                put(ch, i)
+                i += 1
+    places.append(marks[-1] if style not in ("'", '"') else marks[-2])
+    # A block's last line breaks depend on its chomping indicator (|- |+): not compared.
+    if "".join(chars).rstrip("\n") != node.value.rstrip("\n"):
+        return tuple([Pos.of(node)] * (len(node.value) + 1))
+    return tuple(places)
 
 
 # ----------------------------------------------------------------------------- applying
@@ -384,9 +467,14 @@ async def load(owner: Owner, path: str) -> list[NodeInfo]:
             err.errno or errno.EIO, err.strerror or str(err), path, Pos(1, 1)
         ) from None
     except UnicodeDecodeError as err:
+        # The column in characters, as YAML's; the text before the first bad byte is UTF-8.
         line = err.object[: err.start].count(b"\n") + 1
-        column = err.start - (err.object.rfind(b"\n", 0, err.start) + 1) + 1
-        raise GraphFileError(errno.EILSEQ, "not UTF-8 text", path, Pos(line, column)) from None
+        start = err.object.rfind(b"\n", 0, err.start) + 1
+        column = len(err.object[start : err.start].decode("utf-8")) + 1
+        shown = err.object.decode("utf-8", "replace")
+        raise GraphFileError(
+            errno.EILSEQ, "not UTF-8 text", path, Pos(line, column), shown
+        ) from None
     return await apply(owner, parse(source, path))
 
 
@@ -400,7 +488,11 @@ async def apply(owner: Owner, spec: GraphSpec) -> list[NodeInfo]:
             await _connect(owner, spec, link, done)
         for message in spec.messages:
             await _send(owner, spec, message, done)
-        return [await owner.nodeinfo(f"[{node_id:x}]:") for node_id in done.created]
+        infos = []
+        for node_id in done.created:
+            with contextlib.suppress(NetgraphError):  # a message of the file shut it down
+                infos.append(await owner.nodeinfo(f"[{node_id:x}]:"))
+        return infos
     except BaseException:
         await _undo(owner, done)
         raise
@@ -533,7 +625,7 @@ async def save(owner: Owner) -> str:
 
 async def _config(owner: Owner, info: NodeInfo) -> Any:
     """``setter text`` for each getter of the node's type that names its ``restore``."""
-    node_type = installed_type(info.type)
+    node_type = owner.node_type(info.type)
     if node_type is None:
         return
     for cmd in cmdlist_of(node_type)[0].values():
@@ -570,10 +662,48 @@ def dump(
     in ``links``. Unnamed nodes get labels (``node1``, ``node2``... in order, unlike any name).
     """
     ids = {i.id for i in infos}
+
+    def links_of(node_id: int) -> list[tuple[str, str, int]]:
+        # LISTHOOKS gives the newest hook first: written oldest first, a loaded file makes its
+        # links in the same order, and saving it again gives the same text.
+        return [
+            (li.ourhook, li.peerhook, li.nodeinfo.id)
+            for li in reversed(hooks[node_id].linkinfo)
+            if li.nodeinfo.id in ids
+        ]
+
+    # Which nodes are born linked, and from which peer.
+    born: dict[int, tuple[str, str, int]] = {}
+    order = {info.id: n for n, info in enumerate(infos)}
+    for info in infos:
+        mine = links_of(info.id)
+        if len(mine) != 1:
+            continue
+        ourhook, peerhook, peer = mine[0]
+        if len(links_of(peer)) == 1 and order[peer] > order[info.id]:
+            continue  # two one-link nodes: the first is made on its own, the second born of it
+        born[info.id] = (ourhook, peerhook, peer)
+
+    # The order nodes are written in (each born-linked node after its peer); a loaded file
+    # makes them in this order, so labels and links follow it too.
+    by_id = {i.id: i for i in infos}
+    written: list[NodeInfo] = []
+    placed: set[int] = set()
+
+    def place(info: NodeInfo) -> None:
+        if info.id not in placed:
+            placed.add(info.id)
+            if info.id in born:
+                place(by_id[born[info.id][2]])
+            written.append(info)
+
+    for info in infos:
+        place(info)
+
     names = {i.name for i in infos if i.name}
     refs: dict[int, str] = {}
     counter = 0
-    for info in infos:
+    for info in written:
         if info.name:
             refs[info.id] = info.name
             continue
@@ -582,46 +712,18 @@ def dump(
             counter += 1
         refs[info.id] = f"node{counter}"
 
-    def links_of(node_id: int) -> list[tuple[str, str, int]]:
-        return [
-            (li.ourhook, li.peerhook, li.nodeinfo.id)
-            for li in hooks[node_id].linkinfo
-            if li.nodeinfo.id in ids
-        ]
-
-    # Which nodes are born linked, and from which peer.
-    born: dict[int, tuple[str, str, int]] = {}
-    for info in infos:
-        mine = links_of(info.id)
-        if len(mine) != 1:
-            continue
-        ourhook, peerhook, peer = mine[0]
-        if peer in born and born[peer][2] == info.id:
-            continue  # two one-link nodes: the first is made on its own
-        born[info.id] = (ourhook, peerhook, peer)
-
     nodes: list[_Flow] = []
-    written: set[int] = set()
-
-    def write(info: NodeInfo) -> None:
-        if info.id in written:
-            return
-        written.add(info.id)
+    for info in written:
         entry = _Flow({"name" if info.name else "label": refs[info.id], "type": info.type})
         if info.id in born:
             ourhook, peerhook, peer = born[info.id]
-            write(by_id[peer])
             entry["peer"] = f"{refs[peer]}:{peerhook}"
             entry["hook"] = ourhook
         nodes.append(entry)
 
-    by_id = {i.id: i for i in infos}
-    for info in infos:
-        write(info)
-
     links: list[str] = []
     seen: set[tuple[int, str]] = set()
-    for info in infos:
+    for info in written:
         for ourhook, peerhook, peer in links_of(info.id):
             if (info.id, ourhook) in seen:
                 continue
@@ -631,7 +733,7 @@ def dump(
             ):
                 continue
             links.append(f"{refs[info.id]}:{ourhook} {refs[peer]}:{peerhook}")
-    messages = [_Flow({refs[i.id]: text}) for i in infos for text in configs.get(i.id, [])]
+    messages = [_Flow({refs[i.id]: text}) for i in written for text in configs.get(i.id, [])]
     document: dict[str, Any] = {"version": VERSION, "nodes": nodes}
     if links:
         document["links"] = links

@@ -336,6 +336,12 @@ GENERIC_CMDLIST: Final[tuple[Cmd, ...]] = (
     Cmd(GENERIC_COOKIE, NGM_ASCII2BINARY, "ascii2binary", NG_MESG, NG_MESG),
     # FreeBSD: no ASCII request type, a string reply.
     Cmd(GENERIC_COOKIE, NGM_TEXT_CONFIG, "textconfig", None, STRING),
-    Cmd(GENERIC_COOKIE, NGM_MKNODE, "mknode", Struct(MkNodeArgs), Struct(NodeInfo),
-        "Make a node of a type, with no hooks, and optionally name it (not in FreeBSD)"),
+    Cmd(
+        GENERIC_COOKIE,
+        NGM_MKNODE,
+        "mknode",
+        Struct(MkNodeArgs),
+        Struct(NodeInfo),
+        "Make a node of a type, with no hooks, and optionally name it (not in FreeBSD)",
+    ),
 )

@@ -102,6 +102,8 @@ class Node:
         self.name: str | None = None
         self.hooks: dict[str, Hook] = {}
         self.stats = NodeStats()
+        # Made by MKNODE: stays when its last hook goes, until shut down.
+        self.standalone = False
         self._valid = True
         self._closing = False
         self._revived = False

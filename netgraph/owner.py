@@ -9,11 +9,11 @@ conversions (libnetgraph's NgSendAsciiMsg / NgRecvAsciiMsg).
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .cmdlist import split_command
+from .cmdlist import installed_type, split_command
 from .errors import ParseError
 from .message import (
     GENERIC_COOKIE,
@@ -42,6 +42,9 @@ from .message import (
     TypeList,
 )
 
+if TYPE_CHECKING:
+    from .node import Node
+
 __all__ = ["Owner"]
 
 
@@ -58,6 +61,11 @@ class Owner:
 
     async def recv_msg(self) -> tuple[str, Message]:
         raise NotImplementedError
+
+    def node_type(self, type_name: str) -> type[Node] | None:
+        """The class of node type ``type_name`` as this owner knows it (for its cmdlist): the
+        types installed here (entry points); an in-process socket knows its graph's own."""
+        return installed_type(type_name)
 
     async def send_ascii(self, path: str, line: str) -> int:
         """libnetgraph's ``NgSendAsciiMsg``: ``line`` is ``command args...``; the node at

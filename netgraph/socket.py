@@ -130,6 +130,13 @@ class Socket(Owner):
     def __init__(self, node: SocketNode) -> None:
         self.node = node
 
+    def node_type(self, type_name: str) -> type[Node] | None:
+        """The class of ``type_name`` in this socket's graph (plugins registered on it too)."""
+        try:
+            return self.node.graph.types.get(type_name)
+        except NetgraphError:
+            return None
+
     @property
     def id(self) -> int:
         return self.node.id

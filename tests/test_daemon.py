@@ -257,7 +257,7 @@ async def test_a_text_typed_argument_converted_by_the_daemon_keeps_its_binary_la
         await a.send_data("h", b"12345")
         msg = await a.to_binary("h", 'getstats "in"')
         assert msg.args == b"in".ljust(32, b"\0")
-        reply, text = await a.request_ascii("h", 'getstats "in"')
+        _reply, text = await a.request_ascii("h", 'getstats "in"')
         assert text == "{ frames=1 octets=5 }"
 
 
