@@ -739,5 +739,6 @@ def dump(
         document["links"] = links
     if messages:
         document["messages"] = messages
-    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
+    # One line for each entry however long: a message reads as it would after "ngctl msg".
+    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1 << 16)
     return "# A netgraph graph file (docs/graph-file.md), saved from a running graph.\n" + body

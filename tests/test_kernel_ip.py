@@ -135,3 +135,32 @@ async def test_the_same_graph_from_ngctl_lines(ns: Netns, graph: netgraph.Graph)
     await ping_both(ns)
     for version in (4, 6):
         await udp_round_trip(sock, ns, version)
+
+
+GRAPH_FILE = f"""\
+# An ip node on a TUN interface, as a graph file: link0 carries IPv4, link1 IPv6.
+version: 1
+nodes:
+  - {{name: ip0, type: ip}}
+  - {{name: kif, type: iface}}
+links:
+  - ip0:link0 kif:inet
+  - ip0:link1 kif:inet6
+messages:
+  - ip0: addaddr {{ addr={OURS[4]}/24 hook="link0" }}
+  - ip0: addaddr {{ addr={OURS[6]}/64 hook="link1" }}
+"""
+
+
+async def test_the_same_graph_from_a_graph_file(ns: Netns, graph: netgraph.Graph) -> None:
+    from netgraph import graphfile
+
+    sock = graph.socket("app")
+    made = await graphfile.apply(sock, graphfile.parse(GRAPH_FILE, "kernel.yaml"))
+    assert sorted(info.type for info in made) == ["iface", "ip"]
+    reply = await sock.request("kif:", IFACE_COOKIE, NGM_IFACE_GET_IFNAME)
+    await ns.adopt(reply.args, (f"{KERNEL[4]}/24", f"{KERNEL[6]}/64"))
+    await sock.connect(".", "ip0:", "udp", "udp")
+    await ping_both(ns)
+    for version in (4, 6):
+        await udp_round_trip(sock, ns, version)
