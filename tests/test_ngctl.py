@@ -106,7 +106,7 @@ async def test_show_list_types_byte_for_byte(ngctl: tuple[Session, Capture]) -> 
     await s.run_line("types")
     out = cap.take()[0]
     assert out[:3] == [
-        "There are 10 total types:",
+        "There are 11 total types:",
         "      Type name   Number of living nodes",
         "      ---------   ----------------------",
     ]
