@@ -481,7 +481,11 @@ class IfaceNode(Node):
                 tags = getattr(item, "tags", None)
                 header = ZERO_HDR
                 if tags is not None and VNET_TAG in tags:
-                    header = VnetHdr(*tags[VNET_TAG]).pack()
+                    try:
+                        header = VnetHdr(*tags[VNET_TAG]).pack()
+                    except (TypeError, struct.error):
+                        self.counters.inInvalid += 1  # a tag that is no virtio_net_hdr
+                        continue
                 while True:
                     try:
                         writev(fd, (header, item))

@@ -132,6 +132,8 @@ def _segment(packet: bytes, hdr: VnetHdr, proto: int) -> list[bytes]:
         if l4 + 20 > len(packet):
             raise OffloadError("a TSO packet without a whole TCP header")
         l4_len = (packet[l4 + 12] >> 4) * 4
+        if l4_len < 20:
+            raise OffloadError(f"a TSO packet with a TCP data offset of {l4_len} bytes")
     else:
         l4_len = 8
     start = l4 + l4_len

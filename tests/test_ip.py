@@ -1178,7 +1178,7 @@ async def test_reassembly_memory_is_bounded(sock: netgraph.Socket) -> None:
     await make_ip(sock, "udp")
     await sock.send_ascii(
         "ip0:",
-        'setconfig { addrs=[ { addr=192.0.2.1/24 hook="link0" } ] reasm_maxbytes=3000 }',
+        'setconfig { addrs=[ { addr=192.0.2.1/24 hook="link0" } ] reasm_maxbytes=5000 }',
     )
     first = Raw(bytes(UDP(len=8 + 8000)) + bytes(992))
     pieces = [v4(first, proto=17, id=i, flags="MF") for i in range(5)]

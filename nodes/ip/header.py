@@ -8,8 +8,9 @@ The Internet checksum (RFC 1071) is computed as ``int.from_bytes(data, "big") % 
 2**16 is 1 modulo 0xFFFF, the big number is congruent to the sum of its 16-bit words, which is
 what the one's-complement sum folds to. A block of data verifies when that remainder is 0 (the
 one's-complement sum is 0xFFFF, "negative zero"; a block that is all zero, the other way to get
-a remainder of 0, cannot occur where we verify: an IP header has a version, a pseudo-header a
-protocol number).
+a remainder of 0, sums to +0 and does not verify. It cannot occur in an IP header, which has a
+version, nor under a pseudo-header, which has a protocol number; an ICMPv4 message has neither,
+so it is checked with :func:`verifies`, and :func:`checksum` gives 0xFFFF for all zeros).
 """
 
 from __future__ import annotations
@@ -115,7 +116,17 @@ def fold(total: int) -> int:
 
 def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """The Internet checksum of ``data`` (with the field it goes in taken as zero)."""
-    return fold(ones_sum(data) + initial)
+    total = ones_sum(data) + initial
+    if not total and not initial and not int.from_bytes(data, "big"):
+        return 0xFFFF  # all zero: the sum is +0, not -0, and its complement is 0xFFFF
+    return fold(total)
+
+
+def verifies(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data``, its checksum field included, sums to -0 (0xFFFF): a remainder of 0
+    that is not all zero (which sums to +0, and no checksum field can make so)."""
+    value = int.from_bytes(data, "big")  # (an odd length's padding changes no remainder)
+    return bool(value) and not value % 0xFFFF
 
 
 def pseudo4(src: int, dst: int, proto: int, length: int) -> int:

@@ -127,7 +127,7 @@ class IpNode(Node):
 
     def disconnect(self, hook: Hook) -> None:
         if hook.private is None:
-            self.core.links.discard(hook.name)
+            self.core.drop_link(hook.name)
         elif self.proto_hooks.get(hook.private) is hook:
             del self.proto_hooks[hook.private]
             self.core.set_upper(self.proto_hooks)

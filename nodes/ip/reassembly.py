@@ -12,9 +12,11 @@ Invariants and policy:
   and end) is not an overlap: it is dropped and the datagram goes on (RFC 8200 4.5).
 * Inconsistent lengths (two different ends, data past the end a last fragment set) make the
   datagram dead the same way.
-* Memory: each fragment is charged its length plus :data:`OVERHEAD`; a fragment that would take
-  the total over ``max_bytes`` is refused (the datagram keeps what it has, and times out if it
-  cannot complete). A fragment reaching past ``max_datagram`` kills its datagram.
+* Memory: each fragment is charged its length plus :data:`OVERHEAD`, the first one also what
+  the caller keeps of it (``kept``: the stack's whole packet, headers and all); a fragment that
+  would take the total over ``max_bytes`` is refused (the datagram keeps what it has, and times
+  out if it cannot complete). A fragment reaching past ``max_datagram`` kills its datagram.
+  A completed datagram lets go of its fragments at once, though its heap entry waits.
 * Time: a datagram's deadline is fixed by its first fragment (``now + timeout``). ``now`` is
   always passed in; :meth:`Reassembler.next_deadline` says when :meth:`Reassembler.expire`
   next has work.
@@ -80,10 +82,12 @@ class Reassembler:
         timeout: float,
         first: object = None,
         link: str = "",
+        kept: int = 0,
     ) -> tuple[int, tuple[object, bytes] | None]:
         """Take one fragment: its data covers ``start`` to ``start + len(data)``; ``more`` is
         the more-fragments flag; ``first`` is what the caller keeps of the first fragment (the
-        stack: its whole packet), given when this is the first fragment.
+        stack: its whole packet), given when this is the first fragment, and ``kept`` how many
+        bytes that holds besides ``data`` (charged with it).
 
         Returns a status (HELD, DONE, DUP, OVERLAP, OVERFLOW, DEAD) and, for DONE, the first
         fragment's packet and the reassembled data.
@@ -91,7 +95,7 @@ class Reassembler:
         end = start + len(data)
         dgram = self.datagrams.get(key)
         if dgram is None:
-            if self.charged + OVERHEAD + len(data) > self.max_bytes:
+            if self.charged + OVERHEAD + len(data) + kept > self.max_bytes:
                 return OVERFLOW, None
             dgram = self.datagrams[key] = Datagram(now + timeout, link)
             self.charged += OVERHEAD
@@ -117,7 +121,7 @@ class Reassembler:
         elif dgram.total >= 0 and end >= dgram.total:
             self._kill(dgram)
             return OVERLAP, None
-        charge = len(data) + OVERHEAD
+        charge = len(data) + OVERHEAD + kept
         if self.charged + charge > self.max_bytes:
             return OVERFLOW, None
         frags.insert(i, (start, end, data))
@@ -132,7 +136,21 @@ class Reassembler:
         del self.datagrams[key]
         self.charged -= dgram.charge
         dgram.charge = 0
-        return DONE, (dgram.first, b"".join([f[2] for f in frags]))
+        done = dgram.first, b"".join([f[2] for f in frags])
+        # Its heap entry stays until the deadline: it must not keep the data alive that long.
+        dgram.frags = []
+        dgram.first = None
+        self._compact()
+        return DONE, done
+
+    def _compact(self) -> None:
+        """Drop the heap entries of completed datagrams once they outnumber the live ones, so
+        that the heap stays proportional to what is held, however fast datagrams complete."""
+        heap = self._heap
+        if len(heap) > 2 * len(self.datagrams) + 64:
+            datagrams = self.datagrams
+            heap[:] = [entry for entry in heap if datagrams.get(entry[2]) is entry[3]]
+            heapq.heapify(heap)
 
     def _kill(self, dgram: Datagram) -> None:
         """Free a datagram's fragments; its key stays, dead, until its deadline."""

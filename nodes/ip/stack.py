@@ -157,6 +157,7 @@ from .header import (
     options6_action,
     pseudo4,
     pseudo6,
+    verifies,
     walk6,
     with_checksum4,
 )
@@ -254,6 +255,12 @@ class IpStack:
         self.reasm.max_bytes = settings.reasm_maxbytes
         self.reasm.max_datagram = settings.reasm_maxdatagram
         self._tokens = min(self._tokens, settings.icmp_burst)
+
+    def drop_link(self, link: str) -> None:
+        """Link hook ``link`` has gone: forget it and the flows cached for it."""
+        self.links.discard(link)
+        self._flows4.pop(link, None)
+        self._flows6.pop(link, None)
 
     def set_upper(self, protocols: Iterable[int]) -> None:
         """The protocols that have hooks now."""
@@ -557,6 +564,7 @@ class IpStack:
             self.settings.reasm_timeout4,
             packet if offset == 0 else None,
             link,
+            len(packet) if offset == 0 else 0,
         )
         self._count_fragment(status)
         if done is None:
@@ -638,7 +646,7 @@ class IpStack:
         now: float,
     ) -> None:
         counts = self.counts
-        if len(msg) < 8 or ones_sum(msg):
+        if len(msg) < 8 or not verifies(msg):
             counts["icmp_bad"] += 1
             return
         kind = msg[0]
@@ -887,7 +895,7 @@ class IpStack:
             counts["frag_bad"] += 1
             self._error6(packet, ICMP6_PARAM_PROB, ICMP6_PARAMPROB_HEADER, 4, link, now)
             return
-        if fo + size > MAX_PACKET - (start - 40):
+        if fo + size > MAX_PACKET - (offset - 40):  # the fragment header goes when reassembled
             counts["frag_bad"] += 1
             self._error6(packet, ICMP6_PARAM_PROB, ICMP6_PARAMPROB_HEADER, offset + 2, link, now)
             return
@@ -906,6 +914,7 @@ class IpStack:
             self.settings.reasm_timeout6,
             (packet, offset, field) if fo == 0 else None,
             link,
+            len(packet) if fo == 0 else 0,
         )
         self._count_fragment(status)
         if done is None:
@@ -1174,8 +1183,7 @@ class IpStack:
             self._output4(srckey, key, proto, tos, ttl, df, payload, hook, mtu)
         else:
             assert isinstance(srckey, bytes)
-            limit = MAX_PACKET - 8 if 40 + size > mtu else MAX_PACKET
-            if size > limit or (df and 40 + size > mtu):
+            if size > MAX_PACKET or (df and 40 + size > mtu):
                 counts["out_too_big"] += 1
                 raise NetgraphError(errno.EMSGSIZE, f"{40 + size} bytes to {dst}: the MTU is {mtu}")
             self._output6(srckey, dst.packed, proto, tos, ttl, payload, hook, mtu)
@@ -1200,6 +1208,8 @@ class IpStack:
         link = tags.get("link", "")
         link = link if isinstance(link, str) else ""
         data = bytes(item)
+        if len(data) + (20 if src.version == 4 else 0) > MAX_PACKET:
+            raise NetgraphError(errno.EINVAL, f"unreach: {len(data)} bytes never came up")
         if src.version == 4:
             head = header4(tos, 20 + len(data), 0, 0, ttl, proto, int(src), int(dst))
             self._error4(head + data, ICMP_UNREACH, code, 0, link, now)
