@@ -14,6 +14,7 @@ the path given to ``msg`` (from its cmdlist).
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,15 @@ async def _print_data(session: Session) -> None:
             session.print(line)
 
 
+async def _interrupts(current: list[trio.CancelScope]) -> None:
+    """SIGINT between prompts (a command running, or the terminal not yet in raw mode for the
+    next prompt) stops the running command, not ngctl; at the prompt Ctrl-C is a key."""
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            for scope in current:
+                scope.cancel()
+
+
 async def interact(session: Session) -> int:
     cache = Cache()
     prompt: PromptSession[str] = PromptSession(
@@ -140,6 +150,8 @@ async def interact(session: Session) -> int:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_print_messages, session)
         nursery.start_soon(_print_data, session)
+        running: list[trio.CancelScope] = []
+        nursery.start_soon(_interrupts, running)
         status: Any = Status.OK
         while True:
             await cache.refresh(session)
@@ -153,7 +165,15 @@ async def interact(session: Session) -> int:
             except EOFError:
                 session.print("")
                 break
-            status = await session.run_line(line)
+            with trio.CancelScope() as scope:
+                running.append(scope)
+                try:
+                    status = await session.run_line(line)
+                finally:
+                    running.remove(scope)
+            if scope.cancelled_caught:
+                session.print("^C")
+                continue
             if status == Status.QUIT:
                 break
         nursery.cancel_scope.cancel()

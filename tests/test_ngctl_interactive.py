@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,16 @@ def test_late_reply_does_not_garble_the_line(ngctl: pexpect.spawn[str]) -> None:
     ngctl.sendline("list")
     ngctl.expect("There are 3 total nodes:")
     ngctl.expect(PROMPT)
+
+
+def test_sigint_from_outside_does_not_end_ngctl(ngctl: pexpect.spawn[str]) -> None:
+    """A SIGINT that is not a key at the prompt (sent by kill, or arriving while a command runs
+    and the terminal is not in raw mode) stops the running command, not ngctl."""
+    ngctl.kill(signal.SIGINT)
+    ngctl.sendline("list")
+    ngctl.expect("There are 1 total nodes:")
+    ngctl.expect(PROMPT)
+    assert ngctl.isalive()
 
 
 def test_tab_completion(ngctl: pexpect.spawn[str]) -> None:
