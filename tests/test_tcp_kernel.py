@@ -27,9 +27,8 @@ What is checked:
   arrives when it reads again); the MSS announced from a 9000-byte link MTU; an ECN-setup SYN;
   a new call from the same port ending our TIME_WAIT; closing with unread data.
 
-Three tests are marked xfail (strict, so that they fail once fixed): known gaps of the tcp node
-and its stream face, each named in its reason. Our side's TCB is read from the tcp node's
-internals (``Stack.tcb``), to compare it with the kernel's view.
+Our side's TCB is read from the tcp node's internals (``Stack.tcb``), to compare it with the
+kernel's view.
 
 Waits are bounded by ``trio.fail_after`` only, as a safety net; nothing sleeps for timing.
 """
@@ -728,12 +727,6 @@ async def test_a_reader_that_stops_closes_the_window_and_resumes(stack: Stack) -
     await close_pair(pair)
 
 
-@pytest.mark.xfail(
-    reason="stream.py/tcp node: a stream's data is delivered into its socket node's inbox, "
-    "bounded at 256 items, not bytes; a reader that stops lets the stack absorb ~256 reads "
-    "(tens of MB) before the window closes, not the receive buffer (rcvbuf, 256 KiB)",
-    strict=True,
-)
 async def test_a_reader_that_stops_holds_back_the_sender_within_the_buffers(
     stack: Stack,
 ) -> None:
@@ -759,20 +752,7 @@ async def test_a_reader_that_stops_holds_back_the_sender_within_the_buffers(
 # ------------------------------------------------------------------------------- MSS and MTU
 
 
-@pytest.mark.parametrize(
-    "role",
-    [
-        "client",
-        pytest.param(
-            "server",
-            marks=pytest.mark.xfail(
-                reason="tcp node: a passive open announces the MSS of the listener channel's "
-                "configuration (MTU 1500, no message sets it), not the route MTU (RFC 6691)",
-                strict=True,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("role", ["client", "server"])
 async def test_the_mss_follows_the_link_mtu(stack: Stack, role: str) -> None:
     """A 9000-byte MTU on the TUN link (both ends): each side announces MSS 8960 and sends
     full 8948-byte segments (timestamps on)."""
@@ -829,11 +809,6 @@ async def test_a_new_call_from_the_same_port_ends_our_time_wait(stack: Stack) ->
     assert (stats.passive_opens, stats.resets_sent, stats.rst_sent) == (3, 0, 0)
 
 
-@pytest.mark.xfail(
-    reason="stream.py: data delivered into the stream's socket node counts as read by the "
-    "core, so aclose() with unread data sends FIN, not the RST RFC 1122 4.2.2.13 asks for",
-    strict=True,
-)
 async def test_closing_with_unread_data_resets_the_kernel(stack: Stack) -> None:
     """Closing our stream with data the application never read: the kernel learns that data
     was lost (a reset, RFC 1122 4.2.2.13 and RFC 2525 2.17), not an orderly end."""

@@ -1004,3 +1004,55 @@ async def test_an_icmp_error_not_about_data_in_flight_is_ignored(
         assert conn.core.state == State.ESTABLISHED
         assert conn.soft_error == 0
         graph.close()
+
+
+async def test_a_passive_open_announces_the_mss_of_the_link_the_syn_came_in_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 6691: the listener asks the ip node for the MTU of the SYN's link (``getmtu``) once,
+    holding the first SYN until it knows; later calls take it from the node's cache."""
+    async with netgraph.open_graph() as graph:
+        sock = graph.socket("app")
+        await two_hosts(sock)
+        for host in ("a", "b"):
+            await sock.send_ascii(f"{host}:", 'setmtu { hook="link0" mtu=9000 }')
+        tb = tcp(graph, "tb")
+        listener = await open_tcp_listener(graph, "tb:", 80)
+        for _ in range(2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listener.accept)
+                client = await open_tcp_stream(graph, "ta:", B4, 80)
+            await client.aclose()
+        assert tb.link_mtus["link0"][0] == 9000
+        assert not tb.mtu_queries
+        served = [c for c in tb.conns.values() if c.listener is not None]
+        assert len(served) == 2
+        for conn in served:
+            assert (conn.core.tcb.our_mss, conn.core.tcb.peer_mss) == (8960, 8960)
+        await listener.aclose()
+        graph.close()
+
+
+async def test_a_syn_whose_link_mtu_is_never_told_is_answered_after_a_while(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The ip node (here the test) does not answer ``getmtu``: the SYN waits a bounded time,
+    then is answered with the listener's MTU (1500)."""
+    from nodes.tcp.segment import SYN, build, parse, pseudo_sum
+
+    async with netgraph.open_graph() as graph:
+        sock = graph.socket("app")
+        t = await fake_ip(sock)
+        syn = build(2000, 80, 7, 0, SYN, 1000, pseudo_sum(A4, B4))
+        await sock.send_data("wire", netgraph.tag(syn, src=A4, dst=B4, link="link0"))
+        assert sock.pending_data() == 0  # held
+        _, ask = await sock.recv_msg()
+        assert (ask.cmdstr, ask.args) == ("getmtu", "link0")
+        with trio.fail_after(2):
+            _, item = await sock.recv_data()
+        answer = parse(item, pseudo_sum(B4, A4))
+        assert answer.flags & SYN
+        assert t.link_mtus["link0"][0] == 0
+        (conn,) = t.conns.values()
+        assert conn.core.tcb.our_mss == 1460
+        graph.close()

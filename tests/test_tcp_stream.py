@@ -166,3 +166,91 @@ async def test_aclose_does_not_lose_data_queued_at_a_busy_tcp_node(
         await server.aclose()
         await listener.aclose()
         graph.close()
+
+
+async def test_a_stream_not_read_holds_back_its_sender_within_the_buffers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The socket node's inbox is bounded in items, not bytes: the tcp node keeps a stream's
+    share of it within one receive buffer, so a stream that is not read closes the window."""
+    async with netgraph.open_graph() as graph:
+        sock = graph.socket("app")
+        await two_hosts(sock)
+        listener = await open_tcp_listener(graph, "tb:", 80)
+        client, server = await pair(graph, listener, B4)
+        tb = graph.find("tb")
+        assert isinstance(tb, TcpNode)
+        conn = tb.channels[server.channel].conn
+        assert conn is not None
+        tcb = conn.core.tcb
+        rcvbuf = tcb.config.rcvbuf
+        data = bytes(range(256)) * (40 * 1024)  # 10 MB
+        sent = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def send() -> None:
+                await client.send_all(data)
+                await client.send_eof()
+                sent.set()
+
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()
+            inbox = sum(len(item) for _, item in server.socket.node.data_in)
+            assert 0 < inbox <= rcvbuf
+            assert conn.core.readable <= rcvbuf
+            assert (tcb.rcv_adv - tcb.rcv_nxt) & 0xFFFFFFFF < tcb.rcv_seg_max  # window closed
+            assert not sent.is_set()
+            got = bytearray()
+            while chunk := await server.receive_some(100_000):
+                got += chunk
+        assert got == data
+        await client.aclose()
+        await server.aclose()
+        await listener.aclose()
+        graph.close()
+
+
+@pytest.mark.parametrize("where", ["inbox", "taken"])
+async def test_closing_with_unread_data_resets_the_connection(
+    autojump_clock: trio.testing.MockClock, where: str
+) -> None:
+    """Unread data in the socket node's inbox, or taken from it by ``receive_some`` and not
+    returned yet: ``aclose`` resets the connection (RFC 1122 4.2.2.13), the other end sees it."""
+    async with netgraph.open_graph() as graph:
+        sock = graph.socket("app")
+        await two_hosts(sock)
+        listener = await open_tcp_listener(graph, "tb:", 80)
+        client, server = await pair(graph, listener, B4)
+        await client.send_all(b"never read, or only its first byte")
+        await trio.testing.wait_all_tasks_blocked()
+        if where == "taken":
+            assert await server.receive_some(1) == b"n"
+        await server.aclose()
+        with pytest.raises(trio.BrokenResourceError):
+            await client.receive_some()
+        tb = graph.find("tb")
+        assert isinstance(tb, TcpNode)
+        assert tb.tcp_stats().rst_sent == 1
+        await client.aclose()
+        await listener.aclose()
+        graph.close()
+
+
+async def test_closing_with_everything_read_is_orderly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with netgraph.open_graph() as graph:
+        sock = graph.socket("app")
+        await two_hosts(sock)
+        listener = await open_tcp_listener(graph, "tb:", 80)
+        client, server = await pair(graph, listener, B4)
+        await client.send_all(b"read")
+        assert await server.receive_some() == b"read"
+        await server.aclose()
+        assert await client.receive_some() == b""
+        tb = graph.find("tb")
+        assert isinstance(tb, TcpNode)
+        assert tb.tcp_stats().rst_sent == 0
+        await client.aclose()
+        await listener.aclose()
+        graph.close()

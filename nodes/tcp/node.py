@@ -21,8 +21,9 @@ the stream (the peer's FIN); one that also carries the tag ``error`` (an errno) 
 connection was reset or timed out (a node that ignores tags sees an end of stream, as ksocket
 gives one on a reset). A zero-length item sent down a channel half-closes it (FIN after the
 queued data); removing the channel hook closes the connection (an orderly FIN; a reset if
-received data was left unread, RFC 2525 2.17), which lingers in the node until CLOSED or the
-end of TIME_WAIT; ``reset`` aborts it.
+received data was left unread, RFC 1122 4.2.2.13 and RFC 2525 2.17: in the core, or delivered
+into a socket node's inbox that its owner never took), which lingers in the node until CLOSED
+or the end of TIME_WAIT; ``reset`` aborts it.
 
 A channel carries one call: ``connect`` or ``listen`` on a channel that has had one is
 TCPC_BADDEV (as on a name with no hook, or on ``ip``). A listener's ``laddr`` left out takes
@@ -82,10 +83,26 @@ Backpressure, sending side
 
 Backpressure, receiving side
     Received data is delivered up a channel by a task of that channel, which wakes on the
-    core's DataReady, reads everything readable as one item and awaits ``emit``. While the
-    channel's peer is slow that await holds the task, nothing more is read from the core, and
-    the receive window closes. At most one read (one receive buffer) is on its way to the
-    peer beyond the window. Segments from ``ip`` are never held up by an application.
+    core's DataReady, reads what is readable as one item and awaits ``emit``. What is read
+    counts as consumed for the core, which reopens the window, so what has been delivered but
+    not consumed by the application is bounded, by one receive buffer (``rcvbuf``), per kind
+    of channel peer:
+
+    * a node whose ``rcvdata`` takes its time (awaits): while the peer is slow that await
+      holds the task, nothing more is read from the core, and the window closes. At most one
+      read (at most one receive buffer) is on its way to the peer beyond the window;
+    * a socket node (a :class:`~nodes.tcp.stream.TcpStream`, a program's hook): its
+      ``rcvdata`` only appends to its owner's inbox, bounded in items (256 of any size), not
+      bytes, so awaiting it bounds nothing. The task reads from the core only as much as keeps
+      this channel's bytes in that inbox within one receive buffer (all that is readable if it
+      fits, else the room left, and nothing while the room is under a quarter of a buffer: no
+      trickle of small items); without room it waits for the owner to take an item (the
+      socket node's ``data_room`` event, or its channel being woken: hook gone, shutdown).
+      The inbox is the application's socket buffer: what is in it is not consumed. A stream
+      holds at most one item more (what ``receive_some`` took and has not returned yet).
+
+    Either way a reader that stops closes the window after about two receive buffers (the
+    core's and the one outside it). Segments from ``ip`` are never held up by an application.
 
 Re-entrancy
     ``rcvdata``/``rcvbatch`` are coroutines (the channels need them), so the node's handlers
@@ -101,8 +118,15 @@ Addresses, routes and MSS
     path MTU, from which the core announces its MSS (RFC 6691). A ``laddr`` that is not the ip
     node's is found when the SYN is sent (the ip node refuses it: TCPC_BADLOCAL); no route is
     TCPC_NOROUTE; ``listen`` on a specific address checks it with ``listaddrs``. Passive opens
-    announce the MSS from the listener channel's configuration (MTU 1500 unless set otherwise)
-    and the MSS clamp (option ``maxseg``); the ip node fragments for a narrower path.
+    announce the MSS from the MTU of the link the SYN came in on (the ip node's ``link`` tag;
+    RFC 6691), and the MSS clamp (option ``maxseg``). The node caches each link's MTU, asked of
+    the ip node with ``getmtu`` (queued at it, never waited for): the SYN path stays
+    synchronous and costs one dict lookup. Only the first SYNs from a link never seen wait for
+    the answer (at most 64 per link, held a second at most, then taking the listener's
+    configuration, MTU 1500); an entry older than 30 s is still used while it is asked again,
+    so a changed link MTU is seen within that time. A SYN without the tag (a tcp node not on
+    an ip node) takes the listener's configuration. The ip node fragments for a narrower
+    path.
     Ephemeral ports are chosen as RFC 6056's algorithm 1 does (a random start in
     49152-65535, then the first port free for the 4-tuple).
 """
@@ -126,12 +150,15 @@ import attrs
 import trio
 
 from netgraph import Hook, Item, Message, NetgraphError, Node, Tagged, delivery, tag
+from netgraph.socket import SocketNode
 
 from ..ip.messages import (
     IP_COOKIE,
+    NGM_IP_GETMTU,
     NGM_IP_GETROUTE,
     NGM_IP_LISTADDRS,
     AddrList,
+    LinkEntry,
     RouteInfo,
 )
 from . import events as ev
@@ -180,6 +207,9 @@ EPHEMERAL_LOW: Final = 49152
 EPHEMERAL_HIGH: Final = 65535
 LOOKUP_TIMEOUT: Final = 5.0  # seconds a connect or listen waits for the ip node's answer
 MAX_BACKLOG: Final = 65535
+MTU_TTL: Final = 30.0  # seconds a link's MTU is used before it is asked again (used meanwhile)
+MTU_LOOKUP_TIMEOUT: Final = 1.0  # seconds SYNs wait for a link's first MTU, then take 1500
+MAX_HELD: Final = 64  # SYNs per link waiting for its first MTU; more are dropped
 
 CLOSED: Final = State.CLOSED
 SYN_SENT: Final = State.SYN_SENT
@@ -323,8 +353,8 @@ class Conn:
 class Listen:
     """A listening channel: the core's LISTEN state and the calls it has made."""
 
-    __slots__ = ("backlog", "calls", "channel", "core", "embryos", "laddr", "lport", "owner",
-                 "unaccepted")  # fmt: skip
+    __slots__ = ("backlog", "calls", "channel", "core", "embryos", "laddr", "lport", "mtu_base",
+                 "mtu_configs", "owner", "unaccepted")  # fmt: skip
 
     def __init__(
         self, core: Listener, channel: Channel, laddr: Address | None, lport: int, owner: int,
@@ -339,6 +369,22 @@ class Listen:
         self.embryos: set[Conn] = set()  # half-open
         self.unaccepted: dict[str, Channel] = {}  # reported by newcall, not hooked yet
         self.calls = 0
+        self.mtu_base = channel.config  # the channel's configuration the next ones derive from
+        self.mtu_configs: dict[int, Config] = {}  # link MTU -> that configuration with it
+
+    def config_for(self, mtu: int) -> Config:
+        """The channel's configuration with the MTU of the link a SYN came in on (0: as is)."""
+        base = self.channel.config
+        if not mtu or mtu == base.mtu:
+            return base
+        if base is not self.mtu_base:  # setopt or setstack changed it
+            self.mtu_base = base
+            self.mtu_configs.clear()
+        config = self.mtu_configs.get(mtu)
+        if config is None:
+            config = attrs.evolve(base, mtu=min(max(mtu, 68), 65535))
+            self.mtu_configs[mtu] = config
+        return config
 
     def rank(self, dst: Address) -> int:
         """How well this listener's address matches ``dst``: -1 not at all, 2 exactly."""
@@ -376,12 +422,25 @@ class Lookup:
         self.scheduled: float | None = None
 
 
+class MtuQuery:
+    """A ``getmtu`` asked of the ip node for a link a SYN came in on, and the SYNs waiting for
+    its answer (only the first SYNs from a link not seen yet wait)."""
+
+    __slots__ = ("held", "link", "scheduled", "token")
+
+    def __init__(self, token: int, link: str) -> None:
+        self.token = token
+        self.link = link
+        self.held: list[Item] = []
+        self.scheduled: float | None = None
+
+
 class Channel:
     """A hook other than ``ip`` (or the name of one to come): idle, a connection or a
     listener."""
 
     __slots__ = ("config", "conn", "delivering", "end_sent", "hook", "listen", "lookup", "name",
-                 "owner", "wake")  # fmt: skip
+                 "owner", "sink", "stall", "wake")  # fmt: skip
 
     def __init__(self, name: str, config: Config) -> None:
         self.name = name
@@ -394,6 +453,9 @@ class Channel:
         self.delivering = False
         self.end_sent = False
         self.wake: trio.Event | None = None  # the delivery task waits on it
+        # The peer's inbox when the peer is a socket node: (the node, its hook's name).
+        self.sink: tuple[SocketNode, str] | None = None
+        self.stall: trio.CancelScope | None = None  # a delivery waiting for room in the sink
 
     @property
     def idle(self) -> bool:
@@ -433,6 +495,9 @@ class TcpNode(Node):
         self.counts: dict[str, int] = dict.fromkeys(_NODE_FIELDS, 0)
         self.closed_stats: dict[str, int] = dict.fromkeys(_CORE_FIELDS, 0)
         self.heap: list[tuple[float, int, Any]] = []
+        self.link_mtus: dict[str, tuple[int, float]] = {}  # link -> (MTU or 0, when learnt)
+        self.mtu_queries: dict[int, MtuQuery] = {}  # by token
+        self.mtu_asking: dict[str, MtuQuery] = {}  # by link
         self._seq = itertools.count()
         self._sleep: trio.CancelScope | None = None
         self._wake_at = math.inf
@@ -464,6 +529,7 @@ class TcpNode(Node):
     def connect(self, hook: Hook) -> None:
         if hook.name == IP_HOOK:
             self.ip_hook = hook
+            self.link_mtus.clear()  # another ip node: its links may differ
             return
         self._start_delivery(hook.private)
 
@@ -493,7 +559,12 @@ class TcpNode(Node):
                 if conn.connect is not None:
                     conn.fail = (TCPC_SORRY, errno.ECONNABORTED)
                     conn.backlog.clear()
-                if conn.backlog:
+                if self._unread(ch):
+                    # Data delivered into the peer's inbox was never taken: it is thrown away,
+                    # so the remote end must hear a reset, not an orderly end (RFC 1122
+                    # 4.2.2.13, RFC 2525 2.17), as when it is still in the core.
+                    conn.core.abort()
+                elif conn.backlog:
                     conn.close_pending = True  # the FIN follows what the peer sent
                 else:
                     conn.core.close()
@@ -527,6 +598,17 @@ class TcpNode(Node):
     async def _from_ip(self, items: Sequence[Item]) -> None:
         """Demultiplex a batch from the ip node; then send what the connections have."""
         now = trio.current_time()
+        touched, strays = self._demux(items, now)
+        for conn in touched:
+            out = self._output(conn, now)
+            if out:
+                await self._emit(conn, out)
+        if strays:
+            await self._emit(None, strays)
+
+    def _demux(self, items: Sequence[Item], now: float) -> tuple[dict[Conn, None], list[Item]]:
+        """Hand each segment to its connection or listener: the connections touched, and the
+        resets (and segments of a TIME_WAIT a SYN ended) to send."""
         counts = self.counts
         conns = self.conns
         touched: dict[Conn, None] = {}
@@ -567,12 +649,7 @@ class TcpNode(Node):
                 last = None
             self._unmatched(item, tags, ports, now, touched, strays)
             last_tags = None
-        for conn in touched:
-            out = self._output(conn, now)
-            if out:
-                await self._emit(conn, out)
-        if strays:
-            await self._emit(None, strays)
+        return touched, strays
 
     def _unmatched(
         self, item: Item, tags: Any, ports: int, now: float, touched: dict[Conn, None],
@@ -598,6 +675,14 @@ class TcpNode(Node):
             if len(lst.embryos) + len(lst.unaccepted) >= lst.backlog:
                 counts["backlog_full"] += 1  # dropped: the peer sends its SYN again
                 return
+            link = tags.get("link")
+            mtu = 0
+            if link is not None and self.ip_hook is not None:
+                found = self._link_mtu(link, item, now)
+                if found is None:
+                    return  # held until the ip node tells the link's MTU (or dropped)
+                mtu = found
+            lst.core.config = lst.config_for(mtu)
         core, reset = lst.core.receive(item, (dst, dport), (src, sport), now)
         if reset is not None:
             strays.append(self._tagged_one(reset, src, dst))
@@ -612,6 +697,66 @@ class TcpNode(Node):
         self._register(conn)
         counts["passive_opens"] += 1
         touched[conn] = None
+
+    def _link_mtu(self, link: str, syn: Item, now: float) -> int | None:
+        """The MTU of the link a SYN came in on (0: unknown, the listener's is used), or None
+        when the SYN waits for the ip node's answer (the link is new) or is dropped."""
+        known = self.link_mtus.get(link)
+        if known is not None and now - known[1] < MTU_TTL:
+            return known[0]
+        query = self.mtu_asking.get(link)
+        if query is None:
+            query = self._ask_mtu(link, now)
+            if query is None:
+                return self.link_mtus[link][0]  # the ip node refused: not asked again soon
+        if known is not None:
+            return known[0]  # stale, refreshed meanwhile
+        if len(query.held) >= MAX_HELD:
+            self.counts["backlog_full"] += 1
+            return None
+        query.held.append(syn)
+        return None
+
+    def _ask_mtu(self, link: str, now: float) -> MtuQuery | None:
+        token = next(self._tokens) & 0x7FFFFFFF or 1
+        query = MtuQuery(token, link)
+        msg = Message(IP_COOKIE, NGM_IP_GETMTU, link, "getmtu", 0, token)
+        try:
+            # Queued at the ip node, as notifications go: never run here, so this works in a
+            # coroutine handler too, and the SYN path never waits; the answer comes to rcvmsg.
+            target, lasthook = self.graph.resolve(self, IP_HOOK)
+            delivery.enqueue_nowait(target, (delivery.MSG, msg, (lasthook, self.id, None), None))
+        except NetgraphError:
+            known = self.link_mtus.get(link)
+            self.link_mtus[link] = (known[0] if known is not None else 0, now)
+            return None
+        self.mtu_queries[token] = query
+        self.mtu_asking[link] = query
+        self._schedule(query, now + MTU_LOOKUP_TIMEOUT)
+        return query
+
+    def _mtu_answer(self, query: MtuQuery, mtu: int) -> list[tuple[Conn | None, list[Item]]]:
+        """The ip node told a link's MTU (0: it did not): learn it, and take the SYNs that
+        waited for it; returns what to send."""
+        self.mtu_queries.pop(query.token, None)
+        if self.mtu_asking.get(query.link) is query:
+            del self.mtu_asking[query.link]
+        query.scheduled = None
+        now = trio.current_time()
+        if mtu or query.link not in self.link_mtus:
+            self.link_mtus[query.link] = (mtu, now)
+        else:  # no answer: keep what was known, for a while
+            self.link_mtus[query.link] = (self.link_mtus[query.link][0], now)
+        held, query.held = query.held, []
+        if not held or not self.is_valid:
+            return []
+        self.counts["segs_in"] -= len(held)  # counted when they came
+        touched, strays = self._demux(held, now)
+        sends: list[tuple[Conn | None, list[Item]]] = [
+            (conn, self._output(conn, now)) for conn in touched
+        ]
+        sends.append((None, strays))
+        return sends
 
     def _find_listener(self, dst: Address, dport: int) -> Listen | None:
         candidates = self.listeners.get(dport)
@@ -759,7 +904,11 @@ class TcpNode(Node):
         self.start_task(self._deliver, ch, hook)
 
     async def _deliver(self, ch: Channel, hook: Hook) -> None:
-        """A channel's delivery task: what is readable goes up as one item; then the end."""
+        """A channel's delivery task: what is readable goes up as one item (within the sink's
+        room, for a socket node); then the end."""
+        peer = hook.peer
+        ch.sink = (peer.node, peer.name) if peer is not None and isinstance(
+            peer.node, SocketNode) else None  # fmt: skip
         try:
             while ch.hook is hook and hook.peer is not None and not ch.end_sent:
                 wake = ch.wake = trio.Event()
@@ -767,7 +916,11 @@ class TcpNode(Node):
                 assert conn is not None
                 core = conn.core
                 if core.readable:
-                    data = core.read()
+                    limit = self._room(ch, core)
+                    if not limit:
+                        await self._wait_room(ch)
+                        continue
+                    data = core.read(limit)
                     self.counts["bytes_in"] += len(data)
                     out = self._output(conn, trio.current_time())  # the window update
                     if out:
@@ -786,6 +939,46 @@ class TcpNode(Node):
             ch.delivering = False
             self.tasks -= 1
 
+    @staticmethod
+    def _sink_bytes(ch: Channel) -> int:
+        """Bytes delivered into the channel's socket-node peer and not taken by its owner."""
+        assert ch.sink is not None
+        node, name = ch.sink
+        return sum(len(item) for came, item in node.data_in if came == name)
+
+    def _room(self, ch: Channel, core: Connection) -> int:
+        """How much to read from the core for the channel's peer now: -1 all of it, 0 none (wait
+        for room). A socket node's inbox is bounded in items, not bytes: its share of this
+        channel is kept within one receive buffer, and it is given at least a quarter of one at
+        a time (or all that is readable), never a trickle."""
+        if ch.sink is None or not ch.sink[0].is_valid:
+            return -1  # a node that awaits in rcvdata: its await is the bound
+        rcvbuf = core.tcb.config.rcvbuf
+        room = rcvbuf - self._sink_bytes(ch)
+        if room >= core.readable:
+            return -1
+        return room if room >= rcvbuf // 4 else 0
+
+    async def _wait_room(self, ch: Channel) -> None:
+        """Wait until the socket node's owner takes an item (or the channel is woken)."""
+        assert ch.sink is not None
+        node = ch.sink[0]
+        if node.data_room.is_set():  # as SocketNode does: replaced only once it has fired
+            node.data_room = trio.Event()
+        room = node.data_room
+        with trio.CancelScope() as stall:
+            ch.stall = stall
+            await room.wait()
+        ch.stall = None
+
+    def _unread(self, ch: Channel) -> bool:
+        """Data in the channel's socket-node peer that its owner never took."""
+        sink = ch.sink
+        if sink is None:
+            return False
+        node, name = sink
+        return any(item and came == name for came, item in node.data_in)
+
     async def _up(self, hook: Hook, item: Item) -> None:
         try:
             await self.emit(hook, item)
@@ -797,6 +990,8 @@ class TcpNode(Node):
     def _wake_channel(ch: Channel) -> None:
         if ch.wake is not None:
             ch.wake.set()
+        if ch.stall is not None:
+            ch.stall.cancel()
         conn = ch.conn
         if conn is not None and conn.fed is not None:
             conn.fed.set()
@@ -1020,7 +1215,7 @@ class TcpNode(Node):
 
     # --------------------------------------------------------------------------- timers
 
-    def _schedule(self, item: Conn | Lookup, deadline: float | None = None) -> None:
+    def _schedule(self, item: Conn | Lookup | MtuQuery, deadline: float | None = None) -> None:
         if deadline is None:
             if not isinstance(item, Conn):
                 return
@@ -1051,6 +1246,7 @@ class TcpNode(Node):
             now = max(trio.current_time(), self._wake_at)
             self._wake_at = -math.inf  # while firing, new deadlines need not move a scope
             due: list[Conn] = []
+            unanswered: list[MtuQuery] = []
             while heap and heap[0][0] <= now:
                 deadline, _, item = heapq.heappop(heap)
                 if item.scheduled != deadline:
@@ -1058,6 +1254,8 @@ class TcpNode(Node):
                 item.scheduled = None
                 if isinstance(item, Lookup):
                     self._lookup_timeout(item)
+                elif isinstance(item, MtuQuery):
+                    unanswered.append(item)
                 else:
                     due.append(item)
             for conn in due:
@@ -1072,13 +1270,24 @@ class TcpNode(Node):
                 out = self._output(conn, now)
                 if out:
                     await self._emit(conn, out)
+            for query in unanswered:
+                for whose, out in self._mtu_answer(query, 0):
+                    if out:
+                        await self._emit(whose, out)
 
     # -------------------------------------------------------------------------- messages
 
     def rcvmsg(self, msg: Message, retaddr: int, lasthook: Hook | None) -> Any:
         if msg.is_response:
             if msg.typecookie == IP_COOKIE:
-                self._ip_answer(msg)
+                query = self.mtu_queries.get(msg.token)
+                if query is None:
+                    self._ip_answer(msg)
+                    return None
+                answer = msg.args
+                mtu = answer.mtu if isinstance(answer, LinkEntry) else 0
+                for whose, out in self._mtu_answer(query, mtu):
+                    self._send_now(whose, out)
             return None  # replies to notifications, if any, need nothing
         if msg.typecookie != TCP_COOKIE:
             return super().rcvmsg(msg, retaddr, lasthook)

@@ -19,7 +19,15 @@ How the stream maps onto the channel:
 * ``send_eof`` sends a zero-length item: a FIN after the queued data.
 * ``aclose`` makes a round trip to the tcp node (so that nothing sent is still queued there),
   then shuts the stream's socket node down: its hook goes, which closes the connection (FIN; a
-  RST if received data was left unread). Cancelled, it skips the round trip.
+  RST if received data was left unread, RFC 1122 4.2.2.13: in the core, or delivered into the
+  socket node's inbox and not taken, which the tcp node checks when the hook goes). Bytes
+  ``receive_some`` took from the inbox and has not returned yet are only the stream's to know:
+  with those, ``aclose`` sends ``reset`` instead of the round trip. Cancelled, it skips the
+  round trip (and the reset).
+* The receive side is bounded in bytes: the tcp node reads from its core only while this
+  stream's share of the socket node's inbox is below one receive buffer (``rcvbuf``), so a
+  stream that is not read closes the window after about two receive buffers (see the tcp
+  node's "Backpressure, receiving side").
 * ``wait_send_all_might_not_block`` returns at once (after a checkpoint): the channel's buffer
   state lives in the tcp node, and trio allows an early return.
 """
@@ -34,13 +42,14 @@ from typing import Final
 
 import trio
 
-from netgraph import NetgraphError, Socket, tags_of
+from netgraph import Message, NetgraphError, Socket, tags_of
 from netgraph.graph import Graph
 
 from .messages import (
     NGM_TCP_CONNECT,
     NGM_TCP_LISTEN,
     NGM_TCP_NEWCALL,
+    NGM_TCP_RESET,
     SO_KEEPALIVE,
     TCP_COOKIE,
     TCPC_OK,
@@ -211,7 +220,15 @@ class TcpStream(trio.abc.HalfCloseableStream):
             return
         self._closed = True
         try:
-            if self.tcp_path is not None:
+            if self._pending and self.tcp_path is not None:
+                # Bytes taken from the socket node and never returned: thrown away, so the
+                # peer hears a reset (RFC 1122 4.2.2.13). What is still in the socket node's
+                # inbox or in the core, the tcp node sees itself when the hook goes.
+                self._pending = memoryview(b"")
+                with contextlib.suppress(NetgraphError):
+                    reset = Message(TCP_COOKIE, NGM_TCP_RESET, self.channel, "reset")
+                    await self.socket.send_msg(self.tcp_path, reset)
+            elif self.tcp_path is not None:
                 # A round trip to the tcp node first: an item sent may wait in its queue (the
                 # engine queues at a busy node), and removing the hook would drop it there.
                 # Messages queue behind items, so once this one is through, they all are.
