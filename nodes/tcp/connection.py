@@ -262,7 +262,10 @@ def _endpoint(endpoint: Endpoint) -> tuple[ipaddress.IPv4Address | ipaddress.IPv
     return addr, port
 
 
-def _new_tcb(local: Endpoint, remote: Endpoint, config: Config) -> Tcb:
+def _new_tcb(
+    local: Endpoint, remote: Endpoint, config: Config, now: float, secret: bytes, isn: int | None
+) -> Tcb:
+    """A TCB for either kind of open: addresses, MSS, RTO, scales, our ISS and TS offset."""
     laddr, lport = _endpoint(local)
     raddr, rport = _endpoint(remote)
     if laddr.version != raddr.version:
@@ -276,6 +279,11 @@ def _new_tcb(local: Endpoint, remote: Endpoint, config: Config) -> Tcb:
     tcb.peer_mss = tcb.snd_mss = 1220 if laddr.version == 6 else 536
     tcb.rto = config.initial_rto
     tcb.rcv_wscale = wscale_for(config.rcvbuf) if config.window_scaling else 0
+    iss = make_isn(secret, local, remote, now) if isn is None else isn & MASK
+    tcb.iss = tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.recover = tcb.high_rxt = iss
+    tcb.snd_buf_seq = (iss + 1) & MASK
+    tcb.ts_offset = make_ts_offset(secret, local, remote)
+    tcb.stack_name = config.stack
     return tcb
 
 
@@ -345,13 +353,8 @@ class Connection:
     ) -> Connection:
         """An active open: SYN_SENT, the SYN ready in :meth:`segments_to_send`."""
         config = config if config is not None else Config()
-        tcb = _new_tcb(local, remote, config)
-        iss = make_isn(secret, local, remote, now) if isn is None else isn & MASK
-        tcb.iss = tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.recover = tcb.high_rxt = iss
-        tcb.snd_buf_seq = (iss + 1) & MASK
-        tcb.ts_offset = make_ts_offset(secret, local, remote)
+        tcb = _new_tcb(local, remote, config, now, secret, isn)
         tcb.state = SYN_SENT
-        tcb.stack_name = config.stack
         return cls(tcb, registry=registry)
 
     @classmethod
@@ -369,22 +372,17 @@ class Connection:
     ) -> Connection:
         """A passive open from a validated SYN: SYN_RECEIVED, the SYN-ACK ready to send."""
         config = config if config is not None else Config()
-        tcb = _new_tcb(local, remote, config)
-        iss = make_isn(secret, local, remote, now) if isn is None else isn & MASK
-        tcb.iss = tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.recover = tcb.high_rxt = iss
-        tcb.snd_buf_seq = (iss + 1) & MASK
-        tcb.ts_offset = make_ts_offset(secret, local, remote)
+        tcb = _new_tcb(local, remote, config, now, secret, isn)
         tcb.irs = syn.seq
         tcb.rcv_nxt = tcb.rcv_adv = tcb.last_ack_sent = (syn.seq + 1) & MASK
         tcb.state = SYN_RECEIVED
         tcb.passive = True
-        tcb.stack_name = config.stack
         tcb.last_rcv_at = now
         conn = cls(tcb, registry=registry)
         conn._negotiate(syn.options, now)
         tcb.snd_wnd = tcb.max_snd_wnd = syn.wnd  # never scaled in a SYN (RFC 7323 2.2)
         tcb.snd_wl1 = syn.seq
-        tcb.snd_wl2 = iss
+        tcb.snd_wl2 = tcb.iss
         return conn
 
     @classmethod
