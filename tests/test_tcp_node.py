@@ -46,7 +46,7 @@ from nodes.tcp.messages import (
     TcpUser,
 )
 from nodes.tcp.node import ERROR_TAG, TcpNode
-from nodes.tcp.stream import TcpStream, open_tcp_listener, open_tcp_stream
+from nodes.tcp.stream import TcpListener, TcpStream, open_tcp_listener, open_tcp_stream
 from nodes.tcp.tcb import State
 from tests.conftest import Capture
 
@@ -59,6 +59,21 @@ def lossy(loss: int = 50_000, seed: int = 1) -> str:
     """5% loss, 5% reordered by 3 ms and 5% duplicated each way, 2 ms delay, seeded."""
     side = f"delay=2000 loss_ppm={loss} reorder_ppm=50000 reorder_delay=3000 duplicate=5"
     return f"setcfg {{ downstream={{ {side} seed={seed} }} upstream={{ {side} seed={seed + 1} }} }}"
+
+
+async def pair(
+    graph: netgraph.Graph, listener: TcpListener, server: object
+) -> tuple[TcpStream, TcpStream]:
+    """A connected (client, server) pair through the listener."""
+    accepted: list[TcpStream] = []
+    async with trio.open_nursery() as nursery:
+
+        async def accept() -> None:
+            accepted.append(await listener.accept())
+
+        nursery.start_soon(accept)
+        client = await open_tcp_stream(graph, "ta:", str(server), listener.port)
+    return client, accepted[0]
 
 
 async def two_hosts(sock: netgraph.Socket, pipe: str | None = None) -> None:
@@ -526,15 +541,7 @@ async def test_half_close_either_way(autojump_clock: trio.testing.MockClock, fir
         sock = graph.socket("app")
         await two_hosts(sock)
         listener = await open_tcp_listener(graph, "tb:", 80)
-        async with trio.open_nursery() as nursery:
-            accepted: list[TcpStream] = []
-
-            async def accept() -> None:
-                accepted.append(await listener.accept())
-
-            nursery.start_soon(accept)
-            client = await open_tcp_stream(graph, "ta:", B4, 80)
-        server = accepted[0]
+        client, server = await pair(graph, listener, B4)
         closer, other = (client, server) if first == "client" else (server, client)
         await closer.send_all(b"question")
         await closer.send_eof()
@@ -563,15 +570,7 @@ async def test_a_reset_either_way_breaks_the_other_stream(
         sock = graph.socket("app")
         await two_hosts(sock)
         listener = await open_tcp_listener(graph, "tb:", 80)
-        async with trio.open_nursery() as nursery:
-            accepted: list[TcpStream] = []
-
-            async def accept() -> None:
-                accepted.append(await listener.accept())
-
-            nursery.start_soon(accept)
-            client = await open_tcp_stream(graph, "ta:", B4, 80)
-        server = accepted[0]
+        client, server = await pair(graph, listener, B4)
         await client.send_all(b"x")
         assert await server.receive_some() == b"x"
         victim, channel = (server, client.channel) if aborter == "ta" else (client, server.channel)

@@ -16,27 +16,11 @@ from nodes.tcp.messages import TCPC_BOUND, TCPC_NOROUTE, TCPC_SORRY
 from nodes.tcp.node import TcpNode
 from nodes.tcp.stream import (
     TcpCallError,
-    TcpListener,
     TcpStream,
     open_tcp_listener,
     open_tcp_stream,
 )
-from tests.test_tcp_node import A6, B4, B6, lossy, two_hosts
-
-
-async def pair(
-    graph: netgraph.Graph, listener: TcpListener, server: object
-) -> tuple[TcpStream, TcpStream]:
-    """A connected (client, server) pair through the listener."""
-    accepted: list[TcpStream] = []
-    async with trio.open_nursery() as nursery:
-
-        async def accept() -> None:
-            accepted.append(await listener.accept())
-
-        nursery.start_soon(accept)
-        client = await open_tcp_stream(graph, "ta:", str(server), listener.port)
-    return client, accepted[0]
+from tests.test_tcp_node import A6, B4, B6, lossy, pair, two_hosts
 
 
 @pytest.mark.parametrize("pipe", [None, lossy(loss=20_000)], ids=["direct", "lossy"])
